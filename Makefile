@@ -1,0 +1,50 @@
+# mailsync: the two commands a newcomer needs are `make demo` and `make test`.
+# Both create .venv with the pinned requirements themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+# plugins/ holds the product package `mailsync` (Airflow puts it on sys.path; so do we).
+export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
+
+.PHONY: demo test lint check-mappings venv lock bench sandbox clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Run the main job (crm_to_esp_contacts) on the embedded default: SQLite metadata DB,
+## LocalExecutor, local sandbox. DEMO_ONCE=1 exits after the run instead of keeping the UI up.
+demo: venv
+	$(PY) -m devtools.demo
+
+## The whole test suite (lint first); this is what CI runs.
+test: lint
+	$(PY) -m pytest
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m mailsync.mapping check include/mappings
+
+## Benchmarks (not part of `make test`); results land in bench/results/.
+bench: venv
+	$(PY) -m bench
+
+## Start the sandbox vendors in the foreground (Ctrl-C stops them).
+sandbox: venv
+	$(PY) -m sandbox serve --data-dir .sandbox
+
+## Re-pin the full dependency set into constraints.txt from a fresh environment.
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	sed '/^-c /d' requirements.txt > .lockenv/req.txt
+	.lockenv/bin/pip install --quiet --disable-pip-version-check -r .lockenv/req.txt
+	.lockenv/bin/pip freeze --exclude-editable > constraints.txt
+	rm -rf .lockenv
+
+clean:
+	rm -rf .airflow .staging .sandbox .pytest_cache

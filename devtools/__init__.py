@@ -1,0 +1,1 @@
+"""Developer tooling around the product: local Airflow, the demo, test helpers. Not deployed."""

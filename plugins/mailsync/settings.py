@@ -1,0 +1,31 @@
+"""Where mailsync finds its configuration and keeps its files. Read at run time, never at parse.
+
+Defaults suit the embedded demo (everything under AIRFLOW_HOME); production sets
+MAILSYNC_STAGING_URL to shared storage (a volume every worker mounts, or s3://...) and defines
+the `mailsync_state` connection (PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+INCLUDE_DIR = Path(os.environ.get("MAILSYNC_INCLUDE_DIR", PROJECT_DIR / "include"))
+MAPPINGS_DIR = INCLUDE_DIR / "mappings"
+STATE_CONN_ID = "mailsync_state"
+# Records are spread over this many key buckets (stable hash of the key). A run's partitions
+# (dynamic task mapping) each take a set of buckets, so the result never depends on how many
+# partitions there are; it caps the useful partitions at this number. Changing it re-buckets
+# the state: do it only with a full refresh.
+BUCKETS = 32
+CHUNK_ROWS = 100_000  # rows per staged Parquet file: the unit of memory of every step
+
+
+def airflow_home() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+
+
+def staging_url() -> str:
+    """Root URL of the staging area (file://, s3://, ...); one folder per DAG and data interval."""
+    return os.environ.get("MAILSYNC_STAGING_URL") or (airflow_home() / "mailsync-staging").as_uri()
