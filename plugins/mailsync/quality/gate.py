@@ -1,0 +1,380 @@
+"""The quality gate: Great Expectations on a source's staged rows, bad rows to quarantine.
+
+Per chunk, the mapping's row rules run as one GX suite on the prepared (typed) rows; every
+failing row goes to the quarantine file with its reasons and the good rows go on. At the end,
+dataset-level expectations (columns present, row count, duplicate keys, share of nulls) run on
+a slim frame of the whole extract. The run fails when a dataset-level check fails or when the
+share of quarantined rows passes the mapping's threshold — in both cases only after the HTML
+report and the quarantine file are written, so an analyst can see why.
+
+GX is imported only inside this module's functions (3-5 s, never at DAG parse time). One GX
+context per gate: GX is not thread-safe (shared/PITFALLS.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from mailsync.mapping import engine
+from mailsync.mapping.spec import Mapping
+from mailsync.quality.report import render_report
+from mailsync.staging import Area
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_CSV_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class QualityGateFailed(Exception):
+    """The data of a run is not fit to load; the message says which checks failed and where the report is."""
+
+
+@dataclass
+class Check:
+    """Outcome of one expectation, as shown in the report and returned in the summary."""
+
+    name: str  # the reason / rule name an analyst reads
+    expectation: str
+    column: str | None
+    level: str  # "row" or "dataset"
+    success: bool
+    unexpected: int = 0
+    detail: str = ""
+    examples: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class GateSummary:
+    mapping: str
+    source: str
+    label: str
+    rows_in: int = 0
+    rows_good: int = 0
+    rows_quarantined: int = 0
+    threshold: float = 0.0
+    checks: list[Check] = field(default_factory=list)
+    report: str = ""
+    quarantine: str = ""
+    passed: bool = True
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def bad_share(self) -> float:
+        return self.rows_quarantined / self.rows_in if self.rows_in else 0.0
+
+    def to_xcom(self) -> dict[str, Any]:
+        """Small and free of personal data: counts, rule names, paths."""
+        rules: dict[str, int] = {}
+        for c in self.checks:
+            if c.level == "row" and c.unexpected:
+                rules[c.name] = rules.get(c.name, 0) + c.unexpected
+        return {
+            "rows_in": self.rows_in,
+            "rows_good": self.rows_good,
+            "rows_quarantined": self.rows_quarantined,
+            "bad_share": round(self.bad_share, 6),
+            "threshold": self.threshold,
+            "quarantine_reasons": rules,
+            "failed_checks": self.failures,
+            "report": self.report,
+            "quarantine": self.quarantine,
+            "passed": self.passed,
+        }
+
+
+def _gx():
+    """Import GX quietly: its import logs ~200 INFO lines unless its logger is raised first."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def _gx_context():
+    gx, _ = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")  # never a cloud/file context: no network, no litter
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+class QualityGate:
+    """Validate one source of one run, chunk by chunk; see the module docstring."""
+
+    def __init__(self, mapping: Mapping, source_name: str, area: Area, *, label: str = "") -> None:
+        self.mapping = mapping
+        self.source_name = source_name
+        self.source = mapping.sources[source_name]
+        self.area = area
+        self.summary = GateSummary(
+            mapping.name, source_name, label, threshold=self.source.checks.bad_row_threshold
+        )
+        self._rules = engine.row_rules(self.source)
+        self._row_checks: dict[str, Check] = {}
+        self._slim: list[pd.DataFrame] = []
+        self._parts = area / "quarantine-parts"
+        self._parts.clear()
+        self._context = None
+        self._batch_definition = None
+
+    # -- GX plumbing --------------------------------------------------------------------------
+    def _batch(self, frame: pd.DataFrame):
+        if self._context is None:
+            self._context = _gx_context()
+            source = self._context.data_sources.add_or_update_pandas(
+                f"{self.mapping.name}_{self.source_name}"
+            )
+            asset = source.add_dataframe_asset("staged")
+            self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+        return self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
+
+    def _row_suite(self):
+        gx, gxe = _gx()
+        suite = gx.ExpectationSuite(name=f"{self.mapping.name}.{self.source_name}.rows")
+        for r in self._rules:
+            meta = {"rule": r.rule, "input": r.input}
+            if r.kind == "not_null":
+                e = gxe.ExpectColumnValuesToNotBeNull(column=r.input, meta=meta)
+            elif r.kind == "regex":
+                e = gxe.ExpectColumnValuesToMatchRegex(column=r.input, regex=r.params["regex"], meta=meta)
+            elif r.kind == "parsed":  # a value was given but did not parse
+                e = gxe.ExpectColumnValuesToNotBeNull(
+                    column=r.input,
+                    row_condition=f"{engine.given_column(r.input)} == True",
+                    condition_parser="pandas",
+                    meta=meta,
+                )
+            elif r.kind == "between":
+                e = gxe.ExpectColumnValuesToBeBetween(
+                    column=r.input, min_value=r.params["min"], max_value=r.params["max"], meta=meta
+                )
+            elif r.kind == "in_set":
+                e = gxe.ExpectColumnValuesToBeInSet(column=r.input, value_set=r.params["values"], meta=meta)
+            else:
+                e = gxe.ExpectColumnValueLengthsToBeBetween(
+                    column=r.input, max_value=r.params["max"], meta=meta
+                )
+            suite.add_expectation(e)
+        return suite
+
+    # -- the gate ------------------------------------------------------------------------------
+    def check_schema(self, columns: list[str]) -> None:
+        """Dataset-level: every column the mapping reads is present (schema drift fails here)."""
+        _, gxe = _gx()
+        needed = sorted(set(engine.source_columns(self.source).values()))
+        probe = pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
+        expectation = gxe.ExpectTableColumnsToMatchSet(column_set=needed, exact_match=False)
+        result = self._batch(probe).validate(expectation)
+        missing = engine.missing_columns(self.source, columns)
+        extra = sorted(set(columns) - set(needed))
+        detail = f"missing {missing}; columns not in the mapping: {extra}" if missing else "all present"
+        self._add_dataset_check("required_columns", "expect_table_columns_to_match_set", None, result, detail)
+        if missing:
+            self._fail(f"required_columns: {detail}")
+
+    def validate(self, raw: pd.DataFrame, *, row_offset: int) -> pd.DataFrame:
+        """Quarantine the chunk's bad rows; return its good rows, prepared (typed, keyed)."""
+        if not self.summary.rows_in and not self.summary.failures:
+            self.check_schema(list(raw.columns))
+        if self.summary.failures:
+            self.finish()  # writes the report, then raises
+        prepared = engine.prepare(self.mapping, self.source_name, raw, row_offset=row_offset)
+        self.summary.rows_in += len(prepared)
+        reasons = self._row_failures(prepared) if len(prepared) else {}
+        bad = prepared[engine.ROW].isin(reasons.keys())
+        if bad.any():
+            self._quarantine(raw.reset_index(drop=True)[bad.to_numpy()], prepared[engine.ROW][bad], reasons)
+        good = prepared[~bad].reset_index(drop=True)
+        self.summary.rows_good += len(good)
+        self.summary.rows_quarantined += int(bad.sum())
+        slim_cols = [engine.KEY, *self.source.checks.max_null_share]
+        slim = prepared[slim_cols].copy()
+        slim["__good"] = ~bad.to_numpy()
+        self._slim.append(slim)
+        return good
+
+    def quarantine_unparsed(self, lines: list) -> None:
+        """Lines of a file that never became rows (bad encoding, wrong field count) count as
+        quarantined rows too, with their line number and reason."""
+        if not lines:
+            return
+        frame = pd.DataFrame(
+            {
+                "row": [b.line for b in lines],
+                "reason": [f"unparseable_line: {b.reason}" for b in lines],
+                "line": [b.text for b in lines],
+            }
+        ).astype({"reason": "string", "line": "string"})
+        self._parts.write_parquet(f"part-{len(self._parts.names()):05d}.parquet", frame)
+        self.summary.rows_in += len(lines)
+        self.summary.rows_quarantined += len(lines)
+        check = self._row_checks.setdefault(
+            "unparseable_line", Check("unparseable_line", "file parsing", None, "row", True)
+        )
+        check.unexpected += len(lines)
+        check.success = False
+
+    def _row_failures(self, prepared: pd.DataFrame) -> dict[int, list[str]]:
+        # GX hashes every frame it is given: hand it only the checked columns (2x faster).
+        checked = {r.input for r in self._rules}
+        columns = [
+            engine.ROW,
+            *(c for c in prepared.columns if c in checked or c.removesuffix("__given") in checked),
+        ]
+        result = self._batch(prepared[columns]).validate(
+            self._row_suite(),
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [engine.ROW],
+                "return_unexpected_index_query": False,
+            },
+        )
+        reasons: dict[int, list[str]] = {}
+        for r in result.results:
+            meta = r.expectation_config.meta or {}
+            name, column = meta.get("rule", "?"), meta.get("input")
+            check = self._row_checks.setdefault(
+                f"{name}:{column}", Check(name, r.expectation_config.type, column, "row", True)
+            )
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                check.success = False
+                check.detail = str(r.exception_info.get("exception_message"))[:500]
+                self._fail(f"{name} ({column}): the check could not run: {check.detail}")
+                continue
+            rows = [item[engine.ROW] for item in r.result.get("unexpected_index_list") or []]
+            check.unexpected += len(rows)
+            check.success = check.success and not rows
+            for row in rows:
+                reasons.setdefault(int(row), []).append(f"{name} ({column})")
+            if len(check.examples) < 5:
+                check.examples.extend(int(x) for x in rows[: 5 - len(check.examples)])
+        return reasons
+
+    def _quarantine(self, raw_bad: pd.DataFrame, rows: pd.Series, reasons: dict[int, list[str]]) -> None:
+        out = raw_bad.astype("string").copy()
+        out.insert(0, "reason", ["; ".join(reasons[int(r)]) for r in rows])
+        out.insert(0, "row", rows.to_numpy())
+        part = f"part-{len(self._parts.names()):05d}.parquet"
+        self._parts.write_parquet(part, out)
+
+    def finish(self) -> GateSummary:
+        """Run the dataset-level checks, write report and quarantine; raise if the run must stop."""
+        s, checks = self.summary, self.source.checks
+        if self._slim and not s.failures:
+            self._dataset_checks(pd.concat(self._slim, ignore_index=True))
+        self._slim = []
+        if s.bad_share > s.threshold:
+            self._fail(
+                f"bad_row_threshold: {s.rows_quarantined} of {s.rows_in} rows quarantined "
+                f"({s.bad_share:.2%}) > {checks.bad_row_threshold:.2%}"
+            )
+        s.checks = [c for c in s.checks if c.level == "dataset"] + list(self._row_checks.values())
+        s.quarantine = str(self._write_quarantine())
+        s.report = str(self.area.write_text("report.html", render_report(s)))
+        self.area.write_text("result.json", pd.Series(asdict(s)).to_json(default_handler=str))
+        log.info(
+            "Quality gate %s.%s: %d in, %d good, %d quarantined (%.2f%%), passed=%s; report %s",
+            s.mapping,
+            s.source,
+            s.rows_in,
+            s.rows_good,
+            s.rows_quarantined,
+            100 * s.bad_share,
+            s.passed,
+            s.report,
+        )
+        if not s.passed:
+            raise QualityGateFailed(self._message())
+        return s
+
+    def _dataset_checks(self, slim: pd.DataFrame) -> None:
+        gx, gxe = _gx()
+        checks = self.source.checks
+        suite = gx.ExpectationSuite(name=f"{self.mapping.name}.{self.source_name}.dataset")
+        suite.add_expectation(
+            gxe.ExpectTableRowCountToBeBetween(
+                min_value=checks.row_count.min, max_value=checks.row_count.max, meta={"rule": "row_count"}
+            )
+        )
+        share = self.source.duplicates.max_share
+        if len(slim) and share < 1:  # max_share 1: many rows per key is the nature of the data
+            suite.add_expectation(
+                gxe.ExpectColumnValuesToBeUnique(
+                    column=engine.KEY,
+                    mostly=max(1 - share, 1e-9) if share else 1.0,
+                    row_condition="__good == True",
+                    condition_parser="pandas",
+                    meta={"rule": "duplicate_keys", "max_share": share},
+                )
+            )
+            for column, share in checks.max_null_share.items():
+                suite.add_expectation(
+                    gxe.ExpectColumnValuesToNotBeNull(
+                        column=column, mostly=max(1 - share, 1e-9), meta={"rule": f"null_share_{column}"}
+                    )
+                )
+        result = self._batch(slim).validate(suite, result_format="SUMMARY")
+        for r in result.results:
+            rule = (r.expectation_config.meta or {}).get("rule", r.expectation_config.type)
+            res = r.result or {}
+            detail = (
+                f"rows {res.get('observed_value')}"
+                if rule == "row_count"
+                else f"{res.get('unexpected_count', 0)} of {res.get('element_count', 0)} unexpected "
+                f"({res.get('unexpected_percent') or 0:.2f}%)"
+            )
+            self._add_dataset_check(
+                rule, r.expectation_config.type, r.expectation_config.kwargs.get("column"), r, detail
+            )
+            if not r.success:
+                self._fail(f"{rule}: {detail}")
+
+    def _add_dataset_check(
+        self, name: str, expectation: str, column: str | None, result, detail: str
+    ) -> None:
+        raised = bool(result.exception_info and result.exception_info.get("raised_exception"))
+        if raised:
+            detail = f"could not run: {result.exception_info.get('exception_message')}"
+        self.summary.checks.append(
+            Check(name, expectation, column, "dataset", bool(result.success) and not raised, detail=detail)
+        )
+        if raised:
+            self._fail(f"{name}: {detail}")
+
+    def _write_quarantine(self):
+        """One CSV for people (cells that a spreadsheet would run as formulas are defused)."""
+        frames = list(self._parts.iter_parquet())
+        columns = list(dict.fromkeys(c for f in frames for c in f.columns)) or ["row", "reason"]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        for frame in frames:
+            for row in frame.reindex(columns=columns).itertuples(index=False):
+                writer.writerow(["" if pd.isna(v) else _safe_cell(str(v)) for v in row])
+        path = self.area.write_text("quarantine.csv", buffer.getvalue())
+        self._parts.clear()
+        return path
+
+    def _fail(self, failure: str) -> None:
+        self.summary.passed = False
+        self.summary.failures.append(failure)
+
+    def _message(self) -> str:
+        s = self.summary
+        return (
+            f"Quality gate failed for {s.mapping}.{s.source}: "
+            + "; ".join(s.failures)
+            + (f". Report: {s.report}" if s.report else "")
+        )
+
+
+def _safe_cell(value: str) -> str:
+    return "'" + value if value.startswith(_UNSAFE_CSV_START) else value
