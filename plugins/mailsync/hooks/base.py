@@ -1,0 +1,276 @@
+"""What every REST vendor hook shares: one pooled session, retries, bounded concurrency.
+
+Built on the HTTP provider's `HttpHook` (the connection gives host, credentials, options), with
+what it lacks for bulk work (shared/PITFALLS.md): the session is built once and reused (one
+TCP connection per thread, a pool as large as the concurrency), transient failures are retried
+with exponential backoff and jitter that honours `Retry-After`, within a bounded time budget,
+and 4xx validation errors are never retried. Hooks return plain Python records; they know
+nothing of contacts' business rules.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import requests
+from airflow.providers.http.hooks.http import HttpHook
+from requests.adapters import HTTPAdapter
+
+from mailsync.pii import redact
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+TRANSIENT_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+)
+
+
+class VendorError(Exception):
+    """A call to a vendor failed for good; the message says what to check, never a secret or an email."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class VendorUnavailable(VendorError):
+    """Transient failures went on past the retry budget (the service stayed down or throttled)."""
+
+
+@dataclass
+class BatchResult:
+    """Outcome of one batch call: which records the vendor took and which it refused, and why."""
+
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # each has "key" and "reason"
+    calls: int = 1
+
+
+@dataclass
+class CallStats:
+    """Calls made by one hook instance (for the run report); safe to update from threads."""
+
+    calls: int = 0
+    retries: int = 0
+    writes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, *, calls: int = 0, retries: int = 0, writes: int = 0) -> None:
+        with self._lock:
+            self.calls += calls
+            self.retries += retries
+            self.writes += writes
+
+    def as_dict(self) -> dict[str, int]:
+        return {"api_calls": self.calls, "write_calls": self.writes, "retries": self.retries}
+
+
+class VendorHttpHook(HttpHook):
+    """Base of the REST vendor hooks. Subclasses set the class attributes and `_auth`.
+
+    Connection options (in the connection's extra, not sent as headers): `max_connections`
+    (parallel calls), `timeout` (seconds per call), `retry_budget` (seconds spent retrying one
+    call before giving up), `max_attempts`.
+    """
+
+    conn_type = "http"
+    vendor: ClassVar[str] = "vendor"
+    option_keys: ClassVar[tuple[str, ...]] = ()
+    default_max_connections: ClassVar[int] = 4
+    _common_options = ("max_connections", "timeout", "retry_budget", "max_attempts")
+
+    def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(method="GET", http_conn_id=conn_id or self.default_conn_name, **kwargs)
+        self.stats = CallStats()
+
+    # -- connection and session ---------------------------------------------------------------
+    @cached_property
+    def connection(self):
+        return self.get_connection(self.http_conn_id)
+
+    @cached_property
+    def options(self) -> dict[str, Any]:
+        return dict(self.connection.extra_dejson)
+
+    @property
+    def max_connections(self) -> int:
+        return int(self.options.get("max_connections", self.default_max_connections))
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = self.get_conn()
+        for key in (*self.option_keys, *self._common_options):
+            session.headers.pop(key, None)  # options live in extra too; they are not headers
+        session.auth = self._auth(self.connection)
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=max(10, self.max_connections + 2), max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def _auth(self, connection) -> requests.auth.AuthBase | None:
+        raise NotImplementedError
+
+    def url(self, endpoint: str) -> str:
+        if endpoint.startswith(("http://", "https://")):
+            return endpoint
+        return self.url_from_endpoint(endpoint)
+
+    # -- one call, with retries ---------------------------------------------------------------
+    def call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        ok: Iterable[int] = (200, 201, 204, 207),
+        write: bool = False,
+    ) -> requests.Response:
+        """Send one request; retry transient failures; raise VendorError on anything else.
+
+        Responses whose status is in `ok` are returned, as are other 4xx when the caller lists
+        them in `ok` (e.g. 404 for "already gone"). 429/5xx and broken connections are retried.
+        """
+        ok = set(ok)
+        budget = float(self.options.get("retry_budget", 300))
+        max_attempts = int(self.options.get("max_attempts", 8))
+        timeout = float(self.options.get("timeout", 60))
+        session = self.session  # builds the session and the base URL on first use
+        url = self.url(endpoint)
+        started = time.monotonic()
+        for attempt in range(1, max_attempts + 1):
+            wait_s: float | None = None
+            try:
+                response = session.request(method, url, params=params, json=json, timeout=(10, timeout))
+            except TRANSIENT_ERRORS as exc:
+                problem = f"{type(exc).__name__}"
+            else:
+                self.stats.add(calls=1, writes=1 if write else 0)
+                if response.status_code in ok:
+                    return response
+                if response.status_code not in RETRYABLE_STATUS:
+                    raise self._error(method, endpoint, response)
+                problem = f"HTTP {response.status_code}"
+                wait_s = _retry_after(response)
+            elapsed = time.monotonic() - started
+            wait_s = wait_s if wait_s is not None else _backoff(attempt)
+            if attempt == max_attempts or elapsed + wait_s > budget:
+                raise VendorUnavailable(
+                    f"{self.vendor} {method} {_path(endpoint)}: still failing after {attempt} attempt(s) "
+                    f"in {elapsed:.0f}s ({problem}); gave up (retry budget {budget:.0f}s, "
+                    f"connection {self.http_conn_id}). The service is down or throttling: "
+                    "rerun the task later."
+                )
+            self.stats.add(retries=1)
+            self.log.warning(
+                "%s %s %s: %s, retry %d in %.1fs",
+                self.vendor,
+                method,
+                _path(endpoint),
+                problem,
+                attempt,
+                wait_s,
+            )
+            time.sleep(wait_s)
+        raise AssertionError("unreachable")
+
+    def _error(self, method: str, endpoint: str, response: requests.Response) -> VendorError:
+        status = response.status_code
+        hint = {
+            401: f"check the credentials of connection {self.http_conn_id!r}",
+            403: f"the credentials of connection {self.http_conn_id!r} lack a permission",
+            404: "the resource does not exist (check ids in the connection's extra)",
+        }.get(status, "the request was refused")
+        detail = redact(self._describe_error(response))[:500]
+        return VendorError(
+            f"{self.vendor} {method} {_path(endpoint)}: HTTP {status}: {detail} ({hint})", status
+        )
+
+    def _describe_error(self, response: requests.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:200]
+        if isinstance(body, dict):
+            parts = [body.get(k) for k in ("title", "message", "detail", "errors", "category") if body.get(k)]
+            return "; ".join(str(p) for p in parts) or str(body)[:200]
+        return str(body)[:200]
+
+    # -- many calls, bounded concurrency --------------------------------------------------------
+    def run_concurrently(
+        self, work: Callable[[Any], BatchResult], items: Iterable[Any], *, concurrency: int | None = None
+    ) -> Iterator[BatchResult]:
+        """Run `work` over items with at most `concurrency` calls in flight; yield as each completes.
+
+        On a failure no new work starts; the results of calls already in flight are still yielded
+        (so the caller can record what the vendor acknowledged) before the first error is raised.
+        """
+        limit = max(1, concurrency or self.max_connections)
+        items = iter(items)
+        error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"{self.vendor}-io") as pool:
+            pending: set[Future] = set()
+            exhausted = False
+            while True:
+                while not exhausted and error is None and len(pending) < limit:
+                    item = next(items, _END)
+                    if item is _END:
+                        exhausted = True
+                        break
+                    pending.add(pool.submit(work, item))
+                if not pending:
+                    break
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    exc = future.exception()
+                    if exc is not None:
+                        error = error or exc
+                    else:
+                        yield future.result()
+        if error is not None:
+            raise error
+
+
+_END = object()
+
+
+def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter: 0.5, 1, 2, 4 ... s (capped at 30 s), randomised."""
+    return random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** (attempt - 1))
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), 120.0)
+    except ValueError:
+        return None
+
+
+def _path(endpoint: str) -> str:
+    """The endpoint without query string (which may carry personal data) for messages."""
+    return re.sub(r"\?.*$", "", endpoint)
