@@ -1,0 +1,258 @@
+"""Word lists the generator draws from. Emails only use the reserved example.* domains (RFC 2606)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+FIRST_ASCII = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emma",
+    "Felix",
+    "Greta",
+    "Hannah",
+    "Jonas",
+    "Julia",
+    "Karl",
+    "Laura",
+    "Lena",
+    "Lukas",
+    "Maria",
+    "Max",
+    "Mia",
+    "Noah",
+    "Paul",
+    "Sarah",
+    "Sophie",
+    "Tom",
+    "Emily",
+    "James",
+    "Olivia",
+    "Oliver",
+    "Lucas",
+    "Chloe",
+    "Louis",
+    "Camille",
+    "Marco",
+    "Giulia",
+    "Pablo",
+    "Lucia",
+    "Jan",
+    "Eva",
+    "Erik",
+    "Ingrid",
+    "Peter",
+    "Susan",
+]
+FIRST_ACCENT = [
+    "Zoë",
+    "José",
+    "François",
+    "Françoise",
+    "Jürgen",
+    "Jörg",
+    "Björn",
+    "Søren",
+    "Åsa",
+    "Hélène",
+    "Chloé",
+    "Renée",
+    "Noël",
+    "Inès",
+    "Agnès",
+    "Łukasz",
+    "Małgorzata",
+    "Stanisław",
+    "Zoé",
+    "Ángel",
+    "Begoña",
+    "Íñigo",
+    "Gülay",
+    "Mónica",
+    "Þóra",
+]
+LAST_ASCII = [
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Hoffmann",
+    "Koch",
+    "Richter",
+    "Klein",
+    "Wolf",
+    "Neumann",
+    "Schwarz",
+    "Smith",
+    "Jones",
+    "Taylor",
+    "Brown",
+    "Wilson",
+    "Martin",
+    "Bernard",
+    "Dubois",
+    "Rossi",
+    "Russo",
+    "Garcia",
+    "Lopez",
+    "Jansen",
+    "de Vries",
+    "Nowak",
+    "Kowalski",
+    "Larsen",
+    "Hansen",
+    "Berg",
+    "Lindqvist",
+    "Fontaine",
+    "Moreau",
+    "Keller",
+    "Huber",
+    "Bauer",
+    "Vogel",
+]
+LAST_ACCENT = [
+    "Müller",
+    "Schröder",
+    "Weiß",
+    "Groß",
+    "Jäger",
+    "Böhm",
+    "Krüger",
+    "Núñez",
+    "Peña",
+    "Muñoz",
+    "Gonçalves",
+    "Lefèvre",
+    "Hervé",
+    "Ødegård",
+    "Åberg",
+    "Sjöberg",
+    "Løvås",
+    "Wiśniewski",
+    "Łukasiewicz",
+    "Wójcik",
+    "Dvořák",
+    "Čapek",
+    "Françon",
+    "Ferrière",
+    "Gómez",
+]
+#: (first, last, first in latin letters, last in latin letters) — the latin forms build the email.
+CJK = [
+    ("伟", "王", "wei", "wang"),
+    ("娜", "李", "na", "li"),
+    ("花子", "佐藤", "hanako", "sato"),
+    ("太郎", "山田", "taro", "yamada"),
+    ("민준", "김", "minjun", "kim"),
+    ("静", "张", "jing", "zhang"),
+    ("結衣", "鈴木", "yui", "suzuki"),
+    ("서연", "박", "seoyeon", "park"),
+]
+_FOLD = str.maketrans(
+    {
+        "ß": "ss",
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "æ": "ae",
+        "Æ": "AE",
+        "þ": "th",
+        "Þ": "Th",
+        "đ": "d",
+        "ð": "d",
+    }
+)
+
+
+def ascii_fold(text: str) -> str:
+    """Email-safe form of a name: "Müller" → "muller", "Ødegård" → "odegard", "de Vries" → "devries"."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD))
+    return "".join(c for c in decomposed if c.isascii() and c.isalnum()).lower()
+
+
+# ISO-2, English name, cities, CRM language code, share of people
+COUNTRIES = [
+    ("DE", "Germany", ["Berlin", "München", "Köln", "Hamburg", "Düsseldorf", "Leipzig"], "de", 0.40),
+    ("AT", "Austria", ["Wien", "Graz", "Linz", "Salzburg"], "de", 0.08),
+    ("CH", "Switzerland", ["Zürich", "Genève", "Basel", "Bern"], "de", 0.07),
+    ("FR", "France", ["Paris", "Lyon", "Marseille", "Nantes"], "fr", 0.10),
+    ("GB", "United Kingdom", ["London", "Manchester", "Leeds", "Bristol"], "en", 0.08),
+    ("US", "United States", ["New York", "Chicago", "Seattle", "Austin"], "en", 0.06),
+    ("NL", "Netherlands", ["Amsterdam", "Rotterdam", "Utrecht"], "en", 0.05),
+    ("ES", "Spain", ["Madrid", "Sevilla", "Barcelona", "València"], "en", 0.05),
+    ("PL", "Poland", ["Kraków", "Łódź", "Warszawa", "Gdańsk"], "en", 0.04),
+    ("SE", "Sweden", ["Malmö", "Göteborg", "Stockholm"], "en", 0.03),
+    ("NO", "Norway", ["Tromsø", "Oslo", "Bergen"], "en", 0.02),
+    ("DK", "Denmark", ["København", "Aarhus", "Odense"], "en", 0.02),
+]
+DOMAINS = [
+    "example.com",
+    "example.org",
+    "example.net",
+    "mail.example.com",
+    "post.example.org",
+    "web.example.net",
+]
+INVALID_EMAIL_FORMS = [
+    "{local}@",
+    "{local}.example.com",
+    "a@b",
+    "{local}@example",
+    "{first} {last}@example.com",
+    "{local}@@example.com",
+]
+DOB_GARBAGE = ["unknown", "n/a", "-", "00.00.0000", "1985", "tbd"]
+LTV_GARBAGE = ["n/a", "12,50", "€ 99", "ca. 300", "-"]
+
+CAMPAIGN_SUBJECTS = [
+    "Autumn arrivals are here",
+    "Your weekend deals",
+    "Back in stock: the classics",
+    "Free shipping until Sunday",
+    "New: merino essentials",
+    "Last chance: 20% off",
+    "Our winter guide",
+    "Thank you for being with us",
+    "Black Week starts now",
+    "Gift ideas for everyone",
+]
+UNSUBSCRIBE_REASONS = [
+    "I no longer want to receive these emails",
+    "I never signed up for this mailing list",
+    "The emails are inappropriate",
+    "The emails are spam and should be reported",
+    "Other",
+]
+
+# Shop catalogue: title, handle, EUR price, variant titles
+PRODUCTS = [
+    ("Merino Wool Socks", "merino-socks", 14.90, ["S", "M", "L"]),
+    ("Organic Cotton Tee", "organic-tee", 29.00, ["S", "M", "L", "XL"]),
+    ("Linen Shirt", "linen-shirt", 59.00, ["M", "L"]),
+    ("Rain Jacket", "rain-jacket", 129.00, ["M", "L", "XL"]),
+    ("Wool Beanie", "wool-beanie", 24.50, ["One size"]),
+    ("Canvas Tote", "canvas-tote", 19.90, ["Natural", "Black"]),
+    ("Leather Belt", "leather-belt", 45.00, ["85", "95", "105"]),
+    ("Down Vest", "down-vest", 149.00, ["S", "M", "L"]),
+    ("Trail Sneakers", "trail-sneakers", 119.00, ["40", "42", "44"]),
+    ("Ceramic Mug", "ceramic-mug", 16.00, ["White", "Sand"]),
+    ("Scented Candle", "scented-candle", 22.00, ["Cedar", "Fig"]),
+    ("Gift Card", "gift-card", 50.00, ["50 EUR"]),
+    ("Alpaca Scarf", "alpaca-scarf", 79.00, ["Grey", "Camel"]),
+    ("Hoodie", "hoodie", 69.00, ["S", "M", "L", "XL"]),
+    ("Chino Trousers", "chinos", 89.00, ["30", "32", "34"]),
+    ("Yoga Mat", "yoga-mat", 39.00, ["Blue", "Black"]),
+]
+CURRENCIES = [
+    ("EUR", 1.00, 0.19, 0.70),
+    ("USD", 1.08, 0.0, 0.12),
+    ("GBP", 0.86, 0.20, 0.10),
+    ("CHF", 0.95, 0.081, 0.08),
+]  # code, rate from EUR, VAT (prices include it), share
+TIERS = ["B", "S", "G", "P"]
