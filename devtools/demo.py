@@ -50,7 +50,8 @@ def main() -> int:
         print(json.dumps(report, indent=2))
         print(
             f"\nDone in {time.monotonic() - started:.0f}s. Where to look:\n"
-            f"  UI:             {airflow.url}/dags/{DAG_ID} (user {airflow.user}, password {airflow.password})\n"
+            f"  UI:             {airflow.url}/dags/{DAG_ID}\n"
+            f"                  (user {airflow.user}, password {airflow.password})\n"
             f"  quality report: {report.get('quality_report')}\n"
             f"  quarantine:     {report.get('quarantine_file')}\n"
             f"  task logs:      {airflow.home / 'logs'}\n"

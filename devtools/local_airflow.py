@@ -65,7 +65,11 @@ class LocalAirflow:
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=self.env, check=check, capture_output=True, text=True
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env,
+            check=check,
+            capture_output=True,
+            text=True,
         )
 
     def start(self, timeout: float = 120) -> None:
@@ -96,7 +100,9 @@ class LocalAirflow:
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow {name} exited ({proc.returncode}); see {self.home}/process-logs/{name}.log")
+                raise RuntimeError(
+                    f"airflow {name} exited ({proc.returncode}); see {self.home}/process-logs/{name}.log"
+                )
 
     def stop(self) -> None:
         for proc in self.processes.values():
@@ -119,7 +125,11 @@ class LocalAirflow:
             response.raise_for_status()
             self._token = response.json()["access_token"]
         response = requests.request(
-            method, f"{self.url}/api/v2/{path}", headers={"Authorization": f"Bearer {self._token}"}, timeout=30, **kwargs
+            method,
+            f"{self.url}/api/v2/{path}",
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=30,
+            **kwargs,
         )
         if not response.ok:
             raise RuntimeError(f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}")

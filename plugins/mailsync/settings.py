@@ -22,6 +22,18 @@ BUCKETS = 32
 CHUNK_ROWS = 100_000  # rows per staged Parquet file: the unit of memory of every step
 
 
+def task_retry_policy() -> dict:
+    """Retries of every task. A deployment knob (env), e.g. short delays in tests so a failing
+    run fails in seconds rather than waiting out production back-off."""
+    from datetime import timedelta
+
+    return {
+        "retries": int(os.environ.get("MAILSYNC_TASK_RETRIES", "3")),
+        "retry_delay": timedelta(seconds=float(os.environ.get("MAILSYNC_TASK_RETRY_DELAY_S", "120"))),
+        "retry_exponential_backoff": True,
+    }
+
+
 def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
 

@@ -1,0 +1,185 @@
+"""
+### CRM → ESP contacts, nightly
+
+Pushes what the CRM (HubSpot) knows about each customer — names, birthday, city and country,
+language, client id, loyalty tier, lifetime value, last order date, consent — to the ESP
+(Mailchimp) audience, for personalisation and segments.
+
+**Flow:** `wait_for_loyalty_file` → `extract_contacts` / `extract_loyalty` → `validate` →
+per partition (`partition.transform` → `partition.diff` → `partition.load`) → `report`.
+
+* **Extract** takes the contacts modified in the run's data interval (all of them with
+  `full_refresh`, and on the very first run). If earlier nights were skipped, the window
+  reaches back to the end of the last completed sync, so no change is ever missed.
+* **Validate** runs the Great Expectations checks of `include/mappings/crm_to_esp_contacts.yaml`:
+  bad rows (invalid email, impossible birthday, negative lifetime value, unknown tier, ...) are
+  quarantined with a reason; the run fails only past the mapping's bad-row threshold or on a
+  dataset-level failure (missing columns, too many duplicate emails). Report and quarantine
+  file: the paths are in the `validate` and `report` return values.
+* **Transform** keeps a snapshot of the latest valid version of every CRM contact, so the whole
+  desired audience is computed every night; duplicates of an email resolve to the most recently
+  modified contact.
+* **Diff / load** send only new, changed and removed members (a quiet night costs few API
+  calls). Consent only narrows: a consenting contact is subscribed only when new to the
+  audience; "no consent" in the CRM unsubscribes; nobody the ESP has as unsubscribed or cleaned
+  is ever subscribed again. Contacts deleted or erased in the CRM are archived.
+
+**Params:** `full_refresh` (pull every contact; detects GDPR erasures), `dry_run` (compute and
+report the difference, write nothing), `partitions` (parallel load tasks; the result does not
+depend on it), `loyalty_wait_minutes` / `loyalty_required` (how long to wait for the loyalty
+file, and whether to fail or go on with the last known tiers), `allow_mass_removal` /
+`max_removal_share` (a safety stop against archiving much of the audience by mistake).
+
+**When it fails:** read the failed task's log (it says what to check). A quality failure: open
+the report; fix at the source or raise the threshold in the mapping; clear the `validate` task.
+An API outage: clear the failed task once the service is back — loads resume where the
+acknowledgements stopped, nothing is sent twice. Rerunning a night is always safe.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+
+from mailsync.mapping.spec import load_mapping
+from mailsync.operators.sensors import LoyaltyFileSensor
+from mailsync.settings import BUCKETS, task_retry_policy
+
+MAPPING = load_mapping("crm_to_esp_contacts")  # a broken mapping shows as an import error in the UI
+ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
+
+
+def _run():
+    from mailsync.operators.run import Run
+
+    return Run.from_context(get_current_context())
+
+
+@dag(
+    dag_id="crm_to_esp_contacts",
+    description="Nightly CRM → ESP contact sync (profile, consent, loyalty tier), only what changed",
+    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,  # a stateful sync: one run catches up skipped nights (see Extract above)
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["mailsync", "crm", "esp", "nightly"],
+    default_args={
+        "owner": "data-engineering",
+        **task_retry_policy(),
+        "execution_timeout": timedelta(hours=3),
+    },
+    params={
+        "full_refresh": Param(
+            False, type="boolean", description="Pull every CRM contact instead of the interval's changes."
+        ),
+        "dry_run": Param(
+            False, type="boolean", description="Compute and report the difference; write nothing to the ESP."
+        ),
+        "partitions": Param(
+            2, type="integer", minimum=1, maximum=BUCKETS, description="Parallel load tasks."
+        ),
+        "loyalty_wait_minutes": Param(
+            120, type="integer", minimum=0, description="How long to wait for the loyalty file."
+        ),
+        "loyalty_required": Param(
+            False,
+            type="boolean",
+            description="Fail when the loyalty file does not come (else keep last tiers).",
+        ),
+        "allow_mass_removal": Param(
+            False, type="boolean", description="Allow archiving more than max_removal_share of the audience."
+        ),
+        "max_removal_share": Param(
+            0.1, type="number", minimum=0, maximum=1, description="Safety stop for removals."
+        ),
+    },
+)
+def crm_to_esp_contacts():
+    loyalty_day = LoyaltyFileSensor(
+        task_id="wait_for_loyalty_file",
+        doc_md="Waits (reschedule mode) for the night's loyalty file and its done-marker on SFTP. "
+        "Returns the file's day and whether it was found (when it was not and `loyalty_required` "
+        "is false, the run goes on with the last known tiers).",
+    )
+
+    @task
+    def extract_contacts() -> dict:
+        """Stage the CRM contacts modified in the interval (all with `full_refresh`) as Parquet chunks."""
+        from mailsync.operators import contacts
+
+        return contacts.extract(_run())
+
+    @task
+    def extract_loyalty(sensed: dict) -> dict:
+        """Download the loyalty file (checksum-verified against its done-marker) and parse it (cp1252)."""
+        from mailsync.operators import contacts
+
+        return contacts.extract_loyalty(_run(), sensed)
+
+    @task
+    def validate(extracted: dict, loyalty: dict) -> dict:
+        """Great Expectations quality gate: quarantine bad rows with reasons; fail past the threshold."""
+        from mailsync.operators import contacts
+
+        return contacts.validate(_run())
+
+    @task
+    def plan(extracted: dict, validated: dict) -> list[dict]:
+        """Split the key buckets into the `partitions` param's number of partitions."""
+        from mailsync.operators.run import partitions
+
+        full = extracted["mode"] == "full"
+        return [
+            {"partition": i, "buckets": b, "full": full}
+            for i, b in enumerate(partitions(_run().params["partitions"], BUCKETS))
+        ]
+
+    @task_group(group_id="partition")
+    def sync_partition(part: dict):
+        @task
+        def transform(part: dict) -> dict:
+            """Merge tonight's rows into the contacts snapshot; map to ESP members (mapping YAML)."""
+            from mailsync.operators import contacts
+
+            return contacts.transform(_run(), part["partition"], part["buckets"], full=part["full"])
+
+        @task
+        def diff(transformed: dict) -> dict:
+            """Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."""
+            from mailsync.operators import contacts
+
+            return contacts.diff(_run(), transformed)
+
+        @task(retries=5)
+        def load(diffed: dict) -> dict:
+            """Batch-upsert the difference, archive removed contacts; state advances per acked batch."""
+            from mailsync.operators import contacts
+
+            run = _run()
+            return contacts.load(run, diffed, partitions=int(run.params["partitions"]))
+
+        return load(diff(transform(part)))
+
+    @task(outlets=[ESP_CONTACTS])
+    def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict]) -> dict:
+        """Counts per stage, API calls and duration (the return value is this run's summary)."""
+        from mailsync.operators import contacts
+        from mailsync.operators.report import contacts_report
+
+        run = _run()
+        result = contacts_report(run, extracted, loyalty, validated, loads)
+        if not run.params.get("dry_run"):
+            contacts.advance_high_water(run)
+        return result
+
+    extracted = extract_contacts()
+    loyalty = extract_loyalty(loyalty_day.output)
+    validated = validate(extracted, loyalty)
+    loads = sync_partition.expand(part=plan(extracted, validated))
+    report(extracted, loyalty, validated, loads)
+
+
+crm_to_esp_contacts()

@@ -1,0 +1,315 @@
+"""Task logic of the nightly CRM -> ESP contact sync (DAG crm_to_esp_contacts).
+
+extract  CRM contacts modified in the interval (or all: full refresh) -> staged Parquet chunks.
+validate the quality gate on the staged contacts and on the loyalty file; good rows are staged
+         per key bucket.
+transform per partition (a set of buckets): merge the good rows into the contacts snapshot
+         (the latest validated version of every CRM contact), resolve duplicate emails, join the
+         loyalty tiers, map to ESP members.
+diff     per partition: desired members vs what the ESP acknowledged (sync state).
+load     per partition: upsert the difference, archive the removed; state advances per batch.
+
+Why a snapshot: a contact whose loyalty tier changed tonight was not modified in the CRM, and a
+contact deleted in the CRM no longer appears in any extract; with the snapshot every night
+computes the whole desired audience (CPU, cheap) while sending only its difference (API calls).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+
+from mailsync.hooks.crm import CrmHook
+from mailsync.hooks.esp import EspHook
+from mailsync.hooks.sftp import LoyaltySftpHook
+from mailsync.mapping import engine
+from mailsync.mapping.spec import load_mapping
+from mailsync.operators import sync
+from mailsync.operators.run import Run
+from mailsync.operators.staged import concat, stage_pages, validate_chunks
+from mailsync.settings import BUCKETS
+from mailsync.staging import Area
+from mailsync.state import SyncState
+
+log = logging.getLogger(__name__)
+
+INTEGRATION = "crm_to_esp_contacts"
+ID = "hs_object_id"
+MODIFIED = "lastmodifieddate"
+
+
+def mapping():
+    return load_mapping(INTEGRATION)
+
+
+def _contacts_snapshot(run: Run) -> Area:
+    return run.current / "snapshots" / "contacts"
+
+
+def _loyalty_snapshot(run: Run) -> Area:
+    return run.current / "snapshots" / "loyalty"
+
+
+# -- extract -------------------------------------------------------------------------------------
+def extract(run: Run) -> dict[str, Any]:
+    """Stage CRM contacts of the interval (all of them on a full refresh or the very first run)."""
+    started_at = datetime.now(UTC).isoformat()
+    full = bool(run.params.get("full_refresh")) or not _contacts_snapshot(run).exists()
+    hook = CrmHook()
+    properties = [c for c in engine.source_columns(mapping().sources["contacts"]).values() if c != ID]
+    out = run.area / "extract" / "contacts"
+    since = min(run.start, high_water(run) or run.start)  # nights skipped (scheduler down) are caught up
+    pages = (
+        hook.iter_contacts(properties) if full else hook.iter_modified_contacts(properties, since, run.end)
+    )
+    rows = stage_pages(pages, out, columns=[*properties, ID])
+    archived = [
+        {"id": r[ID], "archived_at": r.get("archivedAt")}
+        for page in hook.iter_contacts([MODIFIED], archived=True)
+        for r in page
+    ]
+    archived_frame = pd.DataFrame(archived, columns=["id", "archived_at"]).astype("string")
+    if not full:
+        at = pd.to_datetime(archived_frame["archived_at"], utc=True, errors="coerce")
+        archived_frame = archived_frame[((at >= since) & (at < run.end)).fillna(False).to_numpy()]
+    (run.area / "extract").write_parquet("archived.parquet", archived_frame)
+    result = {
+        "started_at": started_at,
+        "mode": "full" if full else "incremental",
+        "since": since.isoformat(),
+        "contacts": rows,
+        "archived": len(archived_frame),
+    }
+    log.info("Extracted %d contacts (%s) and %d archived ones", rows, result["mode"], len(archived_frame))
+    return {**result, **hook.stats.as_dict()}
+
+
+def high_water(run: Run):
+    """End of the last interval whose sync completed (None before the first one)."""
+    marker = run.current
+    return (
+        datetime.fromisoformat(marker.read_text("high_water.txt"))
+        if marker.exists("high_water.txt")
+        else None
+    )
+
+
+def advance_high_water(run: Run) -> None:
+    current = high_water(run)
+    if current is None or run.end > current:
+        run.current.write_text("high_water.txt", run.end.isoformat())
+
+
+def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
+    """Download the night's loyalty file (if the sensor found one) and parse it, encoding explicit."""
+    from mailsync.files import read_delimited
+
+    out = run.area / "extract" / "loyalty"
+    out.clear()
+    day = sensed.get("day") if sensed.get("found") else None
+    if not day:
+        log.warning("No loyalty file for this night: tiers stay as last known")
+        return {"file": None, "rows": 0}
+    hook = LoyaltySftpHook()
+    download = hook.download(date.fromisoformat(day))
+    out.write_bytes(LoyaltySftpHook.file_name, download.data)
+    file_format = mapping().sources["loyalty"].file
+    frame, bad = read_delimited(download.data, encoding=file_format.encoding, delimiter=file_format.delimiter)
+    out.write_parquet("part-00000.parquet", frame.astype("string"))
+    if bad:
+        out.write_parquet(
+            "unparsed.parquet",
+            pd.DataFrame(
+                {
+                    "line": [b.line for b in bad],
+                    "reason": [b.reason for b in bad],
+                    "text": [b.text for b in bad],
+                }
+            ),
+        )
+    log.info("Loyalty file %s: %d rows, %d unparseable lines", day, len(frame), len(bad))
+    return {
+        "file": download.path,
+        "day": day,
+        "sha256": download.sha256,
+        "rows": len(frame),
+        "unparsed_lines": len(bad),
+    }
+
+
+# -- validate ------------------------------------------------------------------------------------
+def validate(run: Run) -> dict[str, Any]:
+    """Quality gate on contacts and loyalty rows; good rows staged per bucket for the partitions."""
+    from mailsync.quality.gate import QualityGateFailed
+
+    m = mapping()
+    result = {"contacts": _validate_contacts(run, m)}
+    try:
+        result["loyalty"] = _validate_loyalty(run, m)
+    except QualityGateFailed as exc:
+        if run.params.get("loyalty_required"):
+            raise
+        log.error("Loyalty file rejected, tiers stay as last known: %s", exc)
+        result["loyalty"] = {"file": "rejected", "error": str(exc)}
+    return result
+
+
+def _validate_contacts(run: Run, m) -> dict[str, Any]:
+    out = run.area / "validated" / "contacts"
+    out.clear()
+
+    def write_good(i: int, good: pd.DataFrame) -> None:
+        buckets = engine.bucket_of(good[engine.KEY], BUCKETS)
+        for bucket, rows in good.groupby(buckets, sort=True):
+            (out / f"bucket={bucket:02d}").write_parquet(f"part-{i:05d}.parquet", rows)
+        out.write_parquet(f"ids-{i:05d}.parquet", good[[ID, MODIFIED]])  # for cross-bucket merges
+
+    return validate_chunks(
+        m,
+        "contacts",
+        run.area / "extract" / "contacts",
+        run.area / "quality" / "contacts",
+        label=f"{run.dag_id} {run.label}",
+        write_good=write_good,
+    )
+
+
+def _validate_loyalty(run: Run, m) -> dict[str, Any]:
+    staged = run.area / "extract" / "loyalty"
+    if not staged.exists("part-00000.parquet"):
+        return {"file": None}
+    good_parts: list[pd.DataFrame] = []
+
+    def unparsed_lines(gate) -> None:
+        if staged.exists("unparsed.parquet"):
+            from mailsync.files import BadLine
+
+            unparsed = staged.read_parquet("unparsed.parquet")
+            gate.quarantine_unparsed([BadLine(int(r.line), r.reason, r.text) for r in unparsed.itertuples()])
+
+    summary = validate_chunks(
+        m,
+        "loyalty",
+        staged,
+        run.area / "quality" / "loyalty",
+        label=f"{run.dag_id} {run.label}",
+        write_good=lambda _, good: good_parts.append(good),
+        before=unparsed_lines,
+    )
+    kept, _ = engine.deduplicate(m, "loyalty", concat(good_parts))
+    day = run.end.date().isoformat()
+    snapshot = _loyalty_snapshot(run)
+    current_day = snapshot.read_text("asof.txt").strip() if snapshot.exists("asof.txt") else ""
+    if day >= current_day:  # a backfill of an older night never replaces newer tiers
+        snapshot.write_parquet("loyalty.parquet", kept)
+        snapshot.write_text("asof.txt", day)
+    return {**summary, "snapshot_day": max(day, current_day)}
+
+
+# -- transform -----------------------------------------------------------------------------------
+def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> dict[str, Any]:
+    """Merge tonight's good rows into the snapshot of these buckets; map them to ESP members.
+
+    After a full extract the snapshot is replaced (contacts gone from the CRM, e.g. erased,
+    drop out); after an incremental one, tonight's versions are merged in.
+    """
+    m = mapping()
+    validated = run.area / "validated" / "contacts"
+    delta_ids = concat(validated.iter_parquet(), columns=[ID, MODIFIED])
+    archived = (run.area / "extract").read_parquet("archived.parquet")
+    loyalty_area = _loyalty_snapshot(run)
+    loyalty = loyalty_area.read_parquet("loyalty.parquet") if loyalty_area.exists("loyalty.parquet") else None
+    desired_out = run.area / "desired"
+    counts = {"partition": partition, "buckets": buckets, "contacts": 0, "duplicates": 0, "members": 0}
+    for bucket in buckets:
+        name = f"bucket={bucket:02d}"
+        delta = concat((validated / name).iter_parquet())
+        snapshot = _contacts_snapshot(run)
+        current = snapshot.read_parquet(f"{name}.parquet") if snapshot.exists(f"{name}.parquet") else None
+        merged = delta if full or current is None else _merge(current, delta, delta_ids, archived)
+        snapshot.write_parquet(f"{name}.parquet", merged)
+        kept, dropped = engine.deduplicate(m, "contacts", merged)
+        members = engine.transform(m, kept, {"loyalty": loyalty} if loyalty is not None else {})
+        members[sync.BUCKET] = bucket
+        desired_out.write_parquet(f"{name}.parquet", members)
+        counts["contacts"] += len(merged)
+        counts["duplicates"] += len(dropped)
+        counts["members"] += len(members)
+    return counts
+
+
+def _merge(
+    current: pd.DataFrame, delta: pd.DataFrame, delta_ids: pd.DataFrame, archived: pd.DataFrame
+) -> pd.DataFrame:
+    """Latest version of every contact of a bucket; a rerun or an older backfill changes nothing.
+
+    A contact may move between buckets when its email changes, so versions are compared against
+    tonight's ids of all buckets, not only this one.
+    """
+    both = pd.concat([current, delta], ignore_index=True)
+    if both.empty:
+        return both
+    newest = pd.concat([both[[ID, MODIFIED]], delta_ids], ignore_index=True).groupby(ID)[MODIFIED].max()
+    is_newest = both[MODIFIED].to_numpy() == newest.reindex(both[ID]).to_numpy()
+    latest = both[is_newest].drop_duplicates(ID, keep="last")  # the same version twice (rerun): keep one
+    gone_at = pd.to_datetime(archived.set_index("id")["archived_at"], utc=True, errors="coerce")
+    gone_at = gone_at[~gone_at.index.duplicated()].reindex(latest[ID])
+    archived_after = (gone_at.to_numpy() >= latest[MODIFIED].to_numpy()) & gone_at.notna().to_numpy()
+    return latest[~archived_after].reset_index(drop=True)
+
+
+# -- diff and load -------------------------------------------------------------------------------
+def diff(run: Run, transformed: dict[str, Any]) -> dict[str, Any]:
+    """Compare a partition's desired members with the acknowledged state."""
+    partition, buckets = transformed["partition"], transformed["buckets"]
+    desired = concat((run.area / "desired").read_parquet(f"bucket={b:02d}.parquet") for b in buckets)
+    state = SyncState(INTEGRATION)
+    acked = state.load(buckets)
+    upserts, removals, counts = sync.diff(desired, acked)
+    sync.guard_mass_removal(
+        counts,
+        len(acked),
+        max_share=float(run.params.get("max_removal_share", 0.1)),
+        allowed=bool(run.params.get("allow_mass_removal")),
+    )
+    out = run.area / "diff" / f"partition={partition:03d}"
+    out.write_parquet("upserts.parquet", upserts)
+    out.write_parquet("removals.parquet", removals)
+    return {**transformed, **counts}
+
+
+def load(run: Run, diffed: dict[str, Any], partitions: int) -> dict[str, Any]:
+    """Send a partition's difference to the ESP (nothing with dry_run)."""
+    partition = diffed["partition"]
+    area = run.area / "diff" / f"partition={partition:03d}"
+    upserts, removals = area.read_parquet("upserts.parquet"), area.read_parquet("removals.parquet")
+    if run.params.get("dry_run"):
+        log.info("Dry run: would send %d upserts and %d removals", len(upserts), len(removals))
+        return {**diffed, "dry_run": True, "would_send": len(upserts), "would_remove": len(removals)}
+    hook = EspHook()
+    m = mapping()
+    counts = sync.load_members(
+        hook,
+        m,
+        INTEGRATION,
+        upserts,
+        removals,
+        run_id=run.run_id,
+        out=run.area / "load" / f"partition={partition:03d}",
+        permanently=m.destination.on_removed == "delete",
+        concurrency=sync.concurrency_share(hook.max_connections, partitions),
+    )
+    log.info(
+        "Partition %d: sent %d (created %d, updated %d), removed %d, rejected %d, %d API calls",
+        partition,
+        counts["sent"],
+        counts["created"],
+        counts["updated"],
+        counts["removed"],
+        counts["rejected"],
+        counts["api_calls"],
+    )
+    return {**diffed, **counts}

@@ -1,0 +1,125 @@
+"""The run summary an analyst reads in the UI: counts per stage, API calls, duration."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from mailsync.operators.run import Run
+
+log = logging.getLogger(__name__)
+
+
+def _sum(parts: list[dict[str, Any]], key: str) -> int:
+    return int(sum(p.get(key, 0) or 0 for p in parts))
+
+
+def contacts_report(
+    run: Run, extract: dict, loyalty: dict, validate: dict, loads: list[dict]
+) -> dict[str, Any]:
+    """Summary of a crm_to_esp_contacts run; also written as report.json beside the run's files."""
+    contacts, tiers = validate.get("contacts", {}), validate.get("loyalty", {})
+    loads = [loads] if isinstance(loads, dict) else list(loads)  # one partition: Airflow hands the dict
+    report = {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "interval": [run.start.isoformat(), run.end.isoformat()],
+        "mode": extract.get("mode"),
+        "dry_run": bool(run.params.get("dry_run")),
+        "extracted": extract.get("contacts", 0),
+        "archived_in_crm": extract.get("archived", 0),
+        "loyalty_file": loyalty.get("file"),
+        "loyalty_rows": loyalty.get("rows", 0),
+        "quarantined": contacts.get("rows_quarantined", 0) + tiers.get("rows_quarantined", 0),
+        "quarantine_reasons": {
+            **tiers.get("quarantine_reasons", {}),
+            **contacts.get("quarantine_reasons", {}),
+        },
+        "desired_members": _sum(loads, "desired"),
+        "duplicates_resolved": _sum(loads, "duplicates"),
+        "unchanged": _sum(loads, "unchanged"),
+        "new": _sum(loads, "new"),
+        "changed": _sum(loads, "changed"),
+        "created": _sum(loads, "created"),
+        "updated": _sum(loads, "updated"),
+        "archived": _sum(loads, "removed"),
+        "rejected": _sum(loads, "rejected"),
+        "would_send": _sum(loads, "would_send"),
+        "would_remove": _sum(loads, "would_remove"),
+        "partitions": len(loads),
+        "api_calls": {"crm": extract.get("api_calls", 0), "esp": _sum(loads, "api_calls")},
+        "esp_write_calls": _sum(loads, "write_calls"),
+        "retries": extract.get("retries", 0) + _sum(loads, "retries"),
+        "quality_report": contacts.get("report"),
+        "quarantine_file": contacts.get("quarantine"),
+        "rejected_files": [p["rejected_file"] for p in loads if p.get("rejected_file")],
+    }
+    return _finish(
+        run,
+        extract.get("started_at"),
+        report,
+        (
+            "extracted",
+            "quarantined",
+            "unchanged",
+            "created",
+            "updated",
+            "archived",
+            "rejected",
+            "esp_write_calls",
+        ),
+    )
+
+
+def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
+    report = {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "interval": [run.start.isoformat(), run.end.isoformat()],
+        "campaigns": extract.get("campaigns", 0),
+        "activity_rows": extract.get("rows", 0),
+        "quarantined": validate.get("rows_quarantined", 0),
+        "quarantine_reasons": validate.get("quarantine_reasons", {}),
+        "contacts_touched": transform.get("contacts_touched", 0),
+        "unchanged": load.get("unchanged", 0),
+        "written": load.get("written", 0),
+        "unknown_contacts": load.get("unknown_contacts", 0),
+        "rejected": load.get("rejected", 0),
+        "dry_run": bool(load.get("dry_run")),
+        "api_calls": {"esp": extract.get("api_calls", 0), "crm": load.get("api_calls", 0)},
+        "crm_write_calls": load.get("write_calls", 0),
+        "quality_report": validate.get("report"),
+        "quarantine_file": validate.get("quarantine"),
+        "rejected_file": load.get("rejected_file"),
+    }
+    return _finish(
+        run,
+        extract.get("started_at"),
+        report,
+        (
+            "activity_rows",
+            "quarantined",
+            "contacts_touched",
+            "written",
+            "unknown_contacts",
+            "crm_write_calls",
+        ),
+    )
+
+
+def _finish(run: Run, started_at: str | None, report: dict[str, Any], headline: tuple[str, ...]) -> dict:
+    """Duration counts from the first task's start (the extract) to now."""
+    if started_at:
+        report["duration_s"] = round(
+            (datetime.now(UTC) - datetime.fromisoformat(started_at)).total_seconds(), 1
+        )
+    run.area.write_text("report.json", json.dumps(report, indent=2, default=str))
+    log.info(
+        "REPORT %s %s: %s",
+        run.dag_id,
+        run.label,
+        " ".join(f"{k}={report.get(k)}" for k in (*headline, "duration_s")),
+    )
+    return report

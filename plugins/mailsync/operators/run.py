@@ -1,0 +1,48 @@
+"""What a task knows about its run, taken from the Airflow context once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mailsync.staging import Area, interval_label, run_area, state_area
+
+
+@dataclass(frozen=True)
+class Run:
+    dag_id: str
+    run_id: str
+    start: datetime  # data interval start (inclusive)
+    end: datetime  # data interval end (exclusive)
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_context(cls, context: Any) -> Run:
+        return cls(
+            dag_id=context["dag"].dag_id,
+            run_id=context["run_id"],
+            start=context["data_interval_start"],
+            end=context["data_interval_end"],
+            params=dict(context["params"]),
+        )
+
+    @property
+    def label(self) -> str:
+        return interval_label(self.start, self.end)
+
+    @property
+    def area(self) -> Area:
+        """This interval's files; a rerun of the interval replaces them."""
+        return run_area(self.dag_id, self.start, self.end)
+
+    @property
+    def current(self) -> Area:
+        """Files that outlive runs (source snapshots)."""
+        return state_area(self.dag_id)
+
+
+def partitions(count: int, buckets: int) -> list[list[int]]:
+    """Split bucket numbers into `count` partitions (round robin); never more than `buckets`."""
+    count = max(1, min(int(count), buckets))
+    return [list(range(p, buckets, count)) for p in range(count)]

@@ -1,0 +1,155 @@
+"""Diff desired records against the sync state, and load the difference into ESP members.
+
+Shared by every integration that writes audience members (contacts, shop totals): the same
+rules everywhere — only new and changed records are sent, the state advances per acknowledged
+batch, rejected records are quarantined with the ESP's reason, and a retried task skips what
+an earlier try already got acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mailsync.mapping.engine import FINGERPRINT, KEY
+from mailsync.mapping.spec import Mapping
+from mailsync.staging import Area
+from mailsync.state import SyncState
+
+if TYPE_CHECKING:
+    from mailsync.hooks.esp import EspHook
+
+log = logging.getLogger(__name__)
+BUCKET = "__bucket"
+CHANGE = "__change"
+
+
+class MassRemovalRefused(Exception):
+    """A run would remove a large share of the audience; almost always an extract problem."""
+
+
+def diff(desired: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """(records to upsert with their change kind, state rows to remove, counts)."""
+    acked = state.set_index("key")["fingerprint"] if len(state) else pd.Series(dtype="string")
+    known = desired[KEY].map(acked)
+    new = known.isna()
+    changed = ~new & (known != desired[FINGERPRINT])
+    upserts = desired[(new | changed).to_numpy()].copy()
+    upserts[CHANGE] = np.where(new[new | changed], "new", "changed")
+    removals = state[~state["key"].isin(desired[KEY])]
+    counts = {
+        "desired": len(desired),
+        "new": int(new.sum()),
+        "changed": int(changed.sum()),
+        "unchanged": int(len(desired) - new.sum() - changed.sum()),
+        "to_remove": len(removals),
+    }
+    return upserts.reset_index(drop=True), removals.reset_index(drop=True), counts
+
+
+def guard_mass_removal(counts: dict[str, int], state_size: int, *, max_share: float, allowed: bool) -> None:
+    if allowed or state_size < 100:
+        return
+    share = counts["to_remove"] / state_size
+    if share > max_share:
+        raise MassRemovalRefused(
+            f"this run would remove {counts['to_remove']} of {state_size} acknowledged records "
+            f"({share:.1%} > {max_share:.0%}); check the extract, or trigger with allow_mass_removal=true"
+        )
+
+
+def payloads(mapping: Mapping, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Destination JSON per record: dotted field paths nest ("merge_fields.FNAME"); a null is
+    sent as "" (clears the field) or left out, as the field's `on_null` says."""
+    fields = list(mapping.fields)
+    records = frame[fields].astype(object).where(frame[fields].notna(), None).to_dict("records")
+    out = []
+    for record in records:
+        doc: dict[str, Any] = {}
+        for name in fields:
+            value = record[name]
+            if value is None:
+                if mapping.fields[name].on_null == "omit":
+                    continue
+                value = ""
+            elif isinstance(value, float) and mapping.fields[name].type == "integer":
+                value = int(value)
+            head, _, tail = name.partition(".")
+            if tail:
+                doc.setdefault(head, {})[tail] = value
+            else:
+                doc[head] = value
+        out.append(doc)
+    return out
+
+
+def load_members(
+    hook: EspHook,
+    mapping: Mapping,
+    integration: str,
+    upserts: pd.DataFrame,
+    removals: pd.DataFrame,
+    *,
+    run_id: str,
+    out: Area,
+    permanently: bool = False,
+    concurrency: int | None = None,
+) -> dict[str, Any]:
+    """Send upserts and removals; acknowledge per batch; quarantine rejections; return counts."""
+    state = SyncState(integration)
+    buckets = sorted(set(upserts[BUCKET]) | set(removals["bucket"])) if len(upserts) or len(removals) else []
+    acked = state.load(buckets).set_index("key")["fingerprint"] if buckets else pd.Series(dtype="string")
+    pending = upserts[upserts[KEY].map(acked).ne(upserts[FINGERPRINT]).fillna(True).to_numpy()]
+    skipped = len(upserts) - len(pending)
+    if skipped:
+        log.info("Resuming: %d records were acknowledged by an earlier try and are not sent again", skipped)
+    meta = dict(zip(pending[KEY], zip(pending[FINGERPRINT], pending[BUCKET], strict=True), strict=True))
+    counts = {
+        "sent": len(pending),
+        "created": 0,
+        "updated": 0,
+        "rejected": 0,
+        "removed": 0,
+        "resumed_skip": skipped,
+    }
+    rejected: list[dict[str, Any]] = []
+    for result in hook.upsert_members(payloads(mapping, pending), concurrency=concurrency):
+        acks = [
+            {
+                "key": a["key"],
+                "fingerprint": meta[a["key"]][0],
+                "bucket": meta[a["key"]][1],
+                "status": a["status"],
+            }
+            for a in result.accepted
+            if a["key"] in meta
+        ]
+        state.acknowledge(acks, run_id)
+        counts["created"] += sum(1 for a in result.accepted if a.get("created"))
+        counts["updated"] += sum(1 for a in result.accepted if not a.get("created"))
+        rejected.extend(result.rejected)
+    remove_keys = removals["key"][removals["key"].isin(acked.index)].tolist()
+    for result in hook.remove_members(remove_keys, permanently=permanently, concurrency=concurrency):
+        state.forget([a["key"] for a in result.accepted])
+        counts["removed"] += len(result.accepted)
+        rejected.extend(result.rejected)
+    counts["rejected"] = len(rejected)
+    counts["rejected_file"] = str(out.write_text("rejected.csv", rejected_csv(rejected)))
+    counts.update(hook.stats.as_dict())
+    return counts
+
+
+def rejected_csv(rejected: list[dict[str, Any]]) -> str:
+    frame = pd.DataFrame(rejected, columns=["key", "reason"])
+    for column in frame.columns:  # defuse spreadsheet formulas
+        frame[column] = frame[column].astype("string").str.replace(r"^([=+\-@\t\r])", r"'\1", regex=True)
+    return frame.to_csv(index=False)
+
+
+def concurrency_share(total: int, partitions: int) -> int:
+    """Each of N parallel load tasks gets its share of the vendor's connection limit."""
+    return max(1, math.floor(total / max(1, partitions)))

@@ -1,0 +1,83 @@
+"""Every DAG file imports cleanly through Airflow's own DagBag and explains itself in the UI."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from mailsync.mapping.check import check_paths
+
+PROJECT = Path(__file__).resolve().parents[2]
+DAGS_DIR = PROJECT / "dags"
+DAG_FILES = sorted(p for p in DAGS_DIR.glob("*.py") if not p.name.startswith("_"))
+EXPECTED_DAGS = {"crm_to_esp_contacts", "esp_to_crm_engagement", "shop_conversions_to_esp"}
+HEAVY = ("pandas", "pyarrow", "great_expectations", "numpy")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))
+
+
+def test_no_import_errors(dagbag):
+    errors = "\n".join(f"{file}:\n{error}" for file, error in dagbag.import_errors.items())
+    assert not dagbag.import_errors, f"DAG files failed to import:\n{errors}"
+
+
+def test_the_three_integrations_are_there(dagbag):
+    assert set(dagbag.dag_ids) >= EXPECTED_DAGS
+
+
+def test_every_dag_explains_itself(dagbag):
+    for dag_id, dag in dagbag.dags.items():
+        where = f"{dag_id} ({dag.fileloc})"
+        assert dag.doc_md and len(dag.doc_md) > 200, f"{where}: doc_md missing or too short"
+        assert dag.description, f"{where}: description missing"
+        assert dag.tags, f"{where}: tags missing"
+        assert dag.max_active_runs and dag.max_active_runs >= 1, f"{where}: max_active_runs not set"
+        for task in dag.tasks:
+            label = f"{where} task {task.task_id}"
+            assert task.owner and task.owner != "airflow", f"{label}: owner missing"
+            assert task.retries >= 2, f"{label}: retries < 2"
+            assert task.retry_delay > timedelta(0), f"{label}: retry_delay not set"
+            assert task.doc_md, f"{label}: doc_md missing"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_has_no_heavy_import_at_top_level(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        heavy = [n for n in names if n.split(".")[0] in HEAVY]
+        assert not heavy, f"{path.name}:{node.lineno} imports {heavy} at top level (import inside the task)"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_parsing_a_dag_file_pulls_in_no_heavy_module(path):
+    """Stronger than the AST check: catches heavy imports reached through mailsync modules."""
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]);"
+        f"print(','.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True, cwd=PROJECT
+    )
+    loaded = [m for m in out.stdout.strip().splitlines()[-1].split(",") if m] if out.stdout.strip() else []
+    assert not loaded, f"parsing {path.name} imports {loaded}"
+
+
+def test_every_mapping_is_valid():
+    problems, checked = check_paths([])
+    assert checked >= 1
+    assert not problems, "\n".join(problems)
