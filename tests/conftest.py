@@ -7,6 +7,7 @@ AIRFLOW_HOME (SQLite metadata DB, logs, staging) in a temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,3 +64,25 @@ def fresh_sandbox(sandbox):
     yield sandbox
     sandbox.clear_faults()
     sandbox.set_clock(None)
+
+
+# --- the sandbox as Airflow connections --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def connections(sandbox) -> dict[str, dict]:
+    """The four vendor connections of the sandbox, exported as Airflow connections."""
+    from tests.connections import set_connection
+
+    defs = {conn_id: json.loads(value) for conn_id, value in sandbox.airflow_connections().items()}
+    for conn_id, definition in defs.items():
+        if conn_id != "loyalty_sftp":  # a dead sandbox fails a test in seconds, not after 5 minutes
+            definition.setdefault("extra", {}).setdefault("retry_budget", 20)
+        set_connection(conn_id, definition)
+    return defs
+
+
+@pytest.fixture
+def vendors(fresh_sandbox, connections):
+    """A freshly generated sandbox with the default connections set."""
+    return fresh_sandbox

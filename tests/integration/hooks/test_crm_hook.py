@@ -9,7 +9,7 @@ import pytest
 from mailsync.hooks import crm
 from mailsync.hooks.base import VendorError
 from mailsync.hooks.crm import CrmHook
-from tests.integration.conftest import variant
+from tests.connections import variant
 
 START, END = datetime(2026, 11, 13, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
 

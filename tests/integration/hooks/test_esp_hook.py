@@ -8,7 +8,7 @@ import pytest
 
 from mailsync.hooks.base import VendorError, VendorUnavailable
 from mailsync.hooks.esp import EspHook, subscriber_hash
-from tests.integration.conftest import variant
+from tests.connections import variant
 
 
 def members(n: int, prefix: str = "hooktest") -> list[dict]:

@@ -10,7 +10,7 @@ from mailsync.hooks import shop
 from mailsync.hooks.base import VendorError
 from mailsync.hooks.sftp import LoyaltySftpHook, UnsafePath
 from mailsync.hooks.shop import ShopHook
-from tests.integration.conftest import variant
+from tests.connections import variant
 
 START, END = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
 

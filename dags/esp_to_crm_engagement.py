@@ -1,0 +1,125 @@
+"""
+### ESP → CRM engagement, daily (backfillable)
+
+After each campaign the CRM learns what its contacts did: opens, clicks, bounces and
+unsubscribes from the ESP (Mailchimp) reports are written back to the CRM (HubSpot) contacts.
+
+**Flow:** `extract` (activity of every campaign sent in the last `campaign_lookback_days`, with
+timestamps in the run's data interval [start, end)) → `validate` (Great Expectations; bad rows
+quarantined) → `transform` → `load` → `report`.
+
+**What is written, per contact:** `esp_opens_total`, `esp_clicks_total`,
+`esp_soft_bounces_total`, `esp_campaigns_engaged`, `esp_last_open_at`, `esp_last_click_at`;
+a **hard bounce** sets `email_invalid=true` with `email_invalid_date` / `email_invalid_reason`;
+an **unsubscribe** sets `marketing_consent=false` with `marketing_opt_out_date` /
+`marketing_opt_out_campaign`. Soft bounces are only counted. Contacts the CRM does not know are
+reported (`unknown_contacts`), never created.
+
+**Why reruns and backfills are safe:** each interval's activity is aggregated per contact into
+a daily store (one file per interval, *replaced* when the interval is run again). A contact's
+values are then derived from **all** stored days — sums of counts, the latest open and click,
+the earliest bounce and unsubscribe — and written as absolute values, only when they differ from
+what the CRM last acknowledged. So running a day twice changes nothing, a backfill of older days
+never overwrites a newer "last open", and nothing here ever opts a contact back in.
+
+### Runbook (on-call)
+* **Backfill a range** (scheduler running, DAG unpaused):
+  ```
+  airflow backfill create --dag-id esp_to_crm_engagement \\
+      --from-date 2026-11-10 --to-date 2026-11-16 --reprocess-behavior completed
+  ```
+  (`none` = only days never run, `failed` = failed and missing days, `completed` = every day).
+  In the UI: the DAG's *Trigger* menu → *Backfill*, same options.
+* **Rerun only failed days:** `--reprocess-behavior failed`, or clear the failed runs in the grid.
+* **Check the result:** each `report` task returns the day's counts (events, contacts written,
+  unknown contacts, write calls); quarantined activity rows are in `validate`'s quarantine file.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from mailsync.mapping.spec import load_mapping
+from mailsync.settings import task_retry_policy
+
+MAPPING = load_mapping("esp_to_crm_engagement")
+CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contacts/engagement")
+
+
+def _run():
+    from mailsync.operators.run import Run
+
+    return Run.from_context(get_current_context())
+
+
+@dag(
+    dag_id="esp_to_crm_engagement",
+    description="Daily ESP → CRM write-back of opens, clicks, bounces and unsubscribes (backfill-safe)",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # days share the daily store and the CRM: one at a time keeps writes ordered
+    doc_md=__doc__,
+    tags=["mailsync", "esp", "crm", "daily", "backfill"],
+    default_args={
+        "owner": "data-engineering",
+        **task_retry_policy(),
+        "execution_timeout": timedelta(hours=2),
+    },
+    params={
+        "campaign_lookback_days": Param(
+            30,
+            type="integer",
+            minimum=1,
+            maximum=365,
+            description="Read activity of campaigns sent this many days back.",
+        ),
+        "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the CRM."),
+    },
+)
+def esp_to_crm_engagement():
+    @task
+    def extract() -> dict:
+        """Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from the ESP."""
+        from mailsync.operators import engagement
+
+        return engagement.extract(_run())
+
+    @task
+    def validate(extracted: dict) -> dict:
+        """Great Expectations quality gate on the activity rows; bad rows quarantined with reasons."""
+        from mailsync.operators import engagement
+
+        return engagement.validate(_run())
+
+    @task
+    def transform(validated: dict) -> dict:
+        """Replace this interval in the daily store; derive touched contacts' values from all days."""
+        from mailsync.operators import engagement
+
+        return engagement.transform(_run())
+
+    @task(retries=5)
+    def load(transformed: dict) -> dict:
+        """Batch-update the contacts whose values changed (100 per call); unknown contacts reported."""
+        from mailsync.operators import engagement
+
+        return engagement.load(_run())
+
+    @task(outlets=[CRM_ENGAGEMENT])
+    def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
+        """The day's counts: events, contacts written, unknown contacts, API calls, duration."""
+        from mailsync.operators.report import engagement_report
+
+        return engagement_report(_run(), extracted, validated, transformed, loaded)
+
+    extracted = extract()
+    validated = validate(extracted)
+    transformed = transform(validated)
+    report(extracted, validated, transformed, load(transformed))
+
+
+esp_to_crm_engagement()

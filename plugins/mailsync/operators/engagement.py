@@ -1,0 +1,242 @@
+"""Task logic of the daily ESP -> CRM engagement write-back (DAG esp_to_crm_engagement).
+
+Idempotent by construction: each interval's activity is aggregated per contact into the daily
+store (one file per interval, replaced on rerun); a touched contact's CRM values are derived
+from all stored days — sums, earliest bounce/unsubscribe, latest open/click — and written as
+absolute values. Running a day twice, or backfilling days in any order, gives the same CRM.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from mailsync.hooks.crm import CrmHook
+from mailsync.hooks.esp import EspHook
+from mailsync.mapping import engine
+from mailsync.mapping.spec import load_mapping
+from mailsync.operators import sync
+from mailsync.operators.run import Run
+from mailsync.operators.staged import concat, stage_pages, validate_chunks
+from mailsync.settings import BUCKETS
+from mailsync.state import SyncState
+
+log = logging.getLogger(__name__)
+INTEGRATION = "esp_to_crm_engagement"
+EVENT_COLUMNS = ["campaign_id", "email_address", "action", "type", "timestamp", "url"]
+_MOMENT = "datetime64[us, UTC]"
+DAILY_SCHEMA = {
+    "email": "string", "opens": "int64", "clicks": "int64", "soft_bounces": "int64",
+    "last_open_at": _MOMENT, "last_click_at": _MOMENT, "hard_bounce_at": _MOMENT, "unsubscribed_at": _MOMENT,
+    "campaigns": "string", "hard_bounce_campaign": "string", "unsubscribe_campaign": "string",
+}  # fmt: skip
+
+
+def mapping():
+    return load_mapping(INTEGRATION)
+
+
+def _parse(ts: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00")) if ts else None
+    except ValueError:
+        return None
+
+
+def _within(run: Run, events: list[dict]) -> list[dict]:
+    """Events in [start, end); unparseable timestamps are kept for the quality gate to quarantine."""
+    kept = []
+    for e in events:
+        moment = _parse(e.get("timestamp"))
+        if moment is None or run.start <= moment < run.end:
+            kept.append(e)
+    return kept
+
+
+# -- extract ---------------------------------------------------------------------------------------
+def extract(run: Run) -> dict[str, Any]:
+    """Stage the interval's opens, clicks, bounces and unsubscribes of every recent campaign."""
+    started_at = datetime.now(UTC).isoformat()
+    hook = EspHook()
+    lookback = timedelta(days=int(run.params.get("campaign_lookback_days", 30)))
+    campaigns = [
+        c["id"]
+        for page in hook.iter_campaigns(
+            since_send_time=(run.start - lookback).isoformat(), before_send_time=run.end.isoformat()
+        )
+        for c in page
+    ]
+
+    def events():
+        for campaign in campaigns:
+            for page in hook.iter_email_activity(campaign, since=run.start.isoformat()):
+                yield _within(run, page)
+            for page in hook.iter_unsubscribes(campaign):
+                yield _within(run, page)
+
+    rows = stage_pages(events(), run.area / "extract" / "activity", columns=EVENT_COLUMNS)
+    log.info("Extracted %d activity rows of %d campaigns", rows, len(campaigns))
+    return {"started_at": started_at, "campaigns": len(campaigns), "rows": rows, **hook.stats.as_dict()}
+
+
+# -- validate --------------------------------------------------------------------------------------
+def validate(run: Run) -> dict[str, Any]:
+    out = run.area / "validated" / "activity"
+    out.clear()
+    return validate_chunks(
+        mapping(),
+        "activity",
+        run.area / "extract" / "activity",
+        run.area / "quality" / "activity",
+        label=f"{run.dag_id} {run.label}",
+        write_good=lambda i, good: out.write_parquet(f"part-{i:05d}.parquet", good),
+    )
+
+
+# -- transform -------------------------------------------------------------------------------------
+def daily_aggregate(events: pd.DataFrame) -> pd.DataFrame:
+    """Per contact: counts and first/last moments of one interval's events."""
+    e = events.rename(columns={engine.KEY: "email"})
+    is_ = {a: e["action"].eq(a).fillna(False) for a in ("open", "click", "bounce", "unsubscribe")}
+    hard = is_["bounce"] & e["type"].eq("hard").fillna(False)
+    soft = is_["bounce"] & ~e["type"].eq("hard").fillna(False)
+    g = e.assign(
+        opens=is_["open"].astype(int),
+        clicks=is_["click"].astype(int),
+        soft_bounces=soft.astype(int),
+        open_at=e["timestamp"].where(is_["open"]),
+        click_at=e["timestamp"].where(is_["click"]),
+        hard_at=e["timestamp"].where(hard),
+        unsub_at=e["timestamp"].where(is_["unsubscribe"]),
+        engaged=e["campaign_id"].where(is_["open"] | is_["click"]),
+    ).groupby("email", sort=True)
+    daily = g.agg(
+        opens=("opens", "sum"),
+        clicks=("clicks", "sum"),
+        soft_bounces=("soft_bounces", "sum"),
+        last_open_at=("open_at", "max"),
+        last_click_at=("click_at", "max"),
+        hard_bounce_at=("hard_at", "min"),
+        unsubscribed_at=("unsub_at", "min"),
+    )
+    daily["campaigns"] = g["engaged"].agg(lambda s: ",".join(sorted(set(s.dropna()))))
+    daily["hard_bounce_campaign"] = _campaign_at(e, hard, daily["hard_bounce_at"])
+    daily["unsubscribe_campaign"] = _campaign_at(e, is_["unsubscribe"], daily["unsubscribed_at"])
+    return daily.reset_index().astype(DAILY_SCHEMA)  # one schema for every day file of the store
+
+
+def _campaign_at(events: pd.DataFrame, mask: pd.Series, moments: pd.Series) -> pd.Series:
+    """The campaign of each contact's first event of a kind (ties: smallest campaign id)."""
+    hits = events[mask.to_numpy()].sort_values(["email", "timestamp", "campaign_id"])
+    first = hits.drop_duplicates("email").set_index("email")["campaign_id"]
+    return moments.index.to_series().map(first).where(moments.notna())
+
+
+def totals(daily: pd.DataFrame) -> pd.DataFrame:
+    """Combine per-day aggregates of each contact over every stored day (order-independent)."""
+    g = daily.groupby("email", sort=True)
+    out = g.agg(
+        opens_total=("opens", "sum"),
+        clicks_total=("clicks", "sum"),
+        soft_bounces_total=("soft_bounces", "sum"),
+        last_open_at=("last_open_at", "max"),
+        last_click_at=("last_click_at", "max"),
+        hard_bounce_at=("hard_bounce_at", "min"),
+        unsubscribed_at=("unsubscribed_at", "min"),
+    )
+    out["campaigns_engaged"] = g["campaigns"].agg(
+        lambda days: len({c for cs in days.dropna() for c in cs.split(",") if c})
+    )
+    firsts = {
+        "hard_bounce_campaign": ("hard_bounce_at", "hard_bounce_campaign"),
+        "unsubscribe_campaign": ("unsubscribed_at", "unsubscribe_campaign"),
+    }
+    for column, (moment, campaign) in firsts.items():
+        earliest = daily.dropna(subset=[moment]).sort_values([moment, campaign]).drop_duplicates("email")
+        out[column] = out.index.to_series().map(earliest.set_index("email")[campaign])
+    out["hard_bounced"] = out["hard_bounce_at"].notna()
+    out["unsubscribed"] = out["unsubscribed_at"].notna()
+    return out.reset_index()
+
+
+def transform(run: Run) -> dict[str, Any]:
+    """Replace this interval's day in the daily store; derive touched contacts' CRM values."""
+    import pyarrow.dataset as ds
+
+    events = concat((run.area / "validated" / "activity").iter_parquet())
+    day = daily_aggregate(events) if len(events) else None
+    store = run.current / "daily"
+    name = f"interval={run.label}.parquet"
+    if day is None:
+        if store.exists(name):
+            store.file(name).unlink()
+        (run.area / "desired").clear()
+        return {"events": 0, "contacts_touched": 0}
+    store.write_parquet(name, day)
+    touched = day["email"].tolist()
+    target = store.path
+    dataset = ds.dataset(target.path, filesystem=target.fs, format="parquet")
+    history = dataset.to_table(filter=ds.field("email").isin(touched)).to_pandas()
+    raw = totals(history)
+    m = mapping()
+    desired = engine.transform(m, engine.prepare(m, "totals", raw))
+    desired[sync.BUCKET] = engine.bucket_of(desired[engine.KEY], BUCKETS)
+    (run.area / "desired").write_parquet("contacts.parquet", desired)
+    return {
+        "events": len(events),
+        "contacts_touched": len(touched),
+        "days_in_store": len(store.names(".parquet")),
+    }
+
+
+# -- diff and load ---------------------------------------------------------------------------------
+def load(run: Run) -> dict[str, Any]:
+    """Write changed contacts' values to the CRM (batch update by email; never creates contacts)."""
+    area = run.area / "desired"
+    if not area.exists("contacts.parquet"):
+        return {"written": 0, "unknown_contacts": 0, "api_calls": 0}
+    desired = area.read_parquet("contacts.parquet")
+    state = SyncState(INTEGRATION)
+    acked = state.load(sorted(set(desired[sync.BUCKET])))
+    upserts, _, counts = sync.diff(desired, acked)  # removals do not apply: only touched contacts
+    if run.params.get("dry_run"):
+        return {**counts, "dry_run": True, "would_write": len(upserts)}
+    m = mapping()
+    meta = dict(
+        zip(
+            upserts[engine.KEY],
+            zip(upserts[engine.FINGERPRINT], upserts[sync.BUCKET], strict=True),
+            strict=True,
+        )
+    )
+    hook = CrmHook()
+    written, rejected = 0, []
+    for result in hook.update_contacts(sync.payloads(m, upserts)):
+        state.acknowledge(
+            [
+                {"key": a["key"], "fingerprint": meta[a["key"]][0], "bucket": meta[a["key"]][1]}
+                for a in result.accepted
+            ],
+            run.run_id,
+        )
+        written += len(result.accepted)
+        rejected.extend(result.rejected)
+    unknown = sum(1 for r in rejected if r["reason"] == "unknown_contact")
+    path = (run.area / "load").write_text("rejected.csv", sync.rejected_csv(rejected))
+    log.info(
+        "CRM: %d contacts written, %d unknown to the CRM (reported, not created), %d other rejections",
+        written,
+        unknown,
+        len(rejected) - unknown,
+    )
+    return {
+        **counts,
+        "written": written,
+        "unknown_contacts": unknown,
+        "rejected": len(rejected) - unknown,
+        "rejected_file": str(path),
+        **hook.stats.as_dict(),
+    }

@@ -1,0 +1,115 @@
+"""esp_to_crm_engagement: the CRM ends up the same however the days are run."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mailsync.hooks.base import VendorUnavailable
+from mailsync.operators import engagement
+from mailsync.operators.run import Run
+from tests.integration.dags import dagrun
+from tests.integration.dags.expected_engagement import crm_state, expected_crm
+
+DAG = "esp_to_crm_engagement"
+WEEK = [datetime(2026, 11, 13, tzinfo=UTC) + timedelta(days=i) for i in range(7)]  # interval starts
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def world(vendors, airflow_db, tmp_path):
+    dagrun.isolate(tmp_path)
+    return vendors
+
+
+def run_day(start: datetime) -> dict:
+    """One interval through the same task functions the DAG calls, in the DAG's order."""
+    run = Run(
+        DAG, f"direct__{start:%Y%m%d}", start, start + timedelta(days=1), {"campaign_lookback_days": 30}
+    )
+    extracted = engagement.extract(run)
+    engagement.validate(run)
+    engagement.transform(run)
+    return {**extracted, **engagement.load(run)}
+
+
+def crm_updated_keys(sandbox) -> set[str]:
+    return {
+        k for r in sandbox.requests("crm") if r["path"].endswith("/batch/update") and r["status"] < 300
+        for k in r["record_keys"]
+    }  # fmt: skip
+
+
+def test_a_week_of_daily_runs_equals_a_direct_computation(world):
+    before = crm_state(world)
+    for start in WEEK:  # the DAG's own runs: logical date = interval end for a manual run
+        run = dagrun.run(DAG, (start + timedelta(days=1)).isoformat())
+        assert run.state == "success" and run.data_interval_start == start
+    expected = expected_crm(world, WEEK[0], WEEK[-1] + timedelta(days=1), before)
+    after = crm_state(world)
+    assert after == expected
+    touched = sum(1 for e in expected if expected[e] != before[e])
+    assert touched > 100  # the week really changed contacts
+    report = dagrun.report(run)
+    assert report["unknown_contacts"] >= 1 and report["crm_write_calls"] >= 1
+
+
+def test_reverse_order_and_every_day_twice_give_the_same_crm(world):
+    before = crm_state(world)
+    expected = expected_crm(world, WEEK[0], WEEK[-1] + timedelta(days=1), before)
+    for start in reversed(WEEK):
+        run_day(start)
+    assert crm_state(world) == expected
+    world.clear_requests()
+    for start in WEEK:  # every day again, in order: nothing may change, nothing is written
+        assert run_day(start)["written"] == 0
+    assert crm_state(world) == expected
+    assert not crm_updated_keys(world) & set(expected)  # only contacts unknown to the CRM were re-sent
+
+
+def test_a_day_failed_by_an_esp_outage_then_rerun_gives_the_same_crm(world, connections):
+    before = crm_state(world)
+    expected = expected_crm(world, WEEK[0], WEEK[-1] + timedelta(days=1), before)
+    outage_day = WEEK[3]
+    for start in WEEK:
+        if start == outage_day:
+            impatient = {**connections["esp_default"]}
+            impatient["extra"] = {**impatient["extra"], "retry_budget": 1}
+            normal = os.environ["AIRFLOW_CONN_ESP_DEFAULT"]
+            os.environ["AIRFLOW_CONN_ESP_DEFAULT"] = json.dumps(impatient)
+            world.set_faults("esp", status_burst={"count": 1000, "status": 503})
+            with pytest.raises(VendorUnavailable):
+                run_day(start)
+            world.clear_faults("esp")
+            os.environ["AIRFLOW_CONN_ESP_DEFAULT"] = normal
+            continue
+        run_day(start)
+    assert crm_state(world) != expected  # the failed day is missing ...
+    run_day(outage_day)  # ... until on-call reruns it
+    assert crm_state(world) == expected
+
+
+def test_hard_bounce_and_unsubscribe_are_written_back_and_never_undone(world):
+    contacts = [c for c in world.crm_contacts() if (c["properties"].get("email") or "").strip()]
+    bouncer, leaver = (c["properties"]["email"].strip().lower() for c in contacts[10:12])
+    campaign = world.esp_campaigns()[-1]["id"]
+    world.add_esp_activity(bouncer, "bounce", "2026-11-18T10:00:00Z", campaign_id=campaign, type="hard")
+    world.add_esp_activity(leaver, "unsubscribe", "2026-11-18T11:00:00Z", campaign_id=campaign)
+    world.add_esp_activity(leaver, "open", "2026-11-19T09:30:00Z", campaign_id=campaign)
+    run_day(datetime(2026, 11, 19, tzinfo=UTC))  # the newer day first
+    last_open = crm_state(world)[leaver]["esp_last_open_at"]
+    assert last_open >= "2026-11-19T09:30:00.000Z"
+    run_day(datetime(2026, 11, 18, tzinfo=UTC))  # then backfill the older one
+    state = crm_state(world)
+    assert state[bouncer]["email_invalid"] == "true"
+    assert state[bouncer]["email_invalid_date"] == "2026-11-18"
+    assert state[bouncer]["email_invalid_reason"] == f"hard bounce (campaign {campaign})"
+    assert state[leaver]["marketing_consent"] == "false"
+    assert state[leaver]["marketing_opt_out_date"] == "2026-11-18"
+    assert state[leaver]["marketing_opt_out_campaign"] == campaign
+    assert state[leaver]["esp_last_open_at"] == last_open  # the backfill kept the newer open
+    run_day(datetime(2026, 11, 19, tzinfo=UTC))  # rerunning the newer day changes nothing
+    assert crm_state(world)[leaver] == state[leaver]
