@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # plugins/ holds the product package `mailsync` (Airflow puts it on sys.path; so do we).
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: demo test lint check-mappings venv lock bench sandbox clean
+.PHONY: demo test lint browser venv lock bench sandbox clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,14 @@ demo: venv
 	$(PY) -m devtools.demo
 
 ## The whole test suite (lint first); this is what CI runs.
-test: lint
+test: lint browser
 	$(PY) -m pytest
+
+## Debian's Chromium for the report-rendering test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed (needs root): the browser test will skip"
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -29,9 +29,19 @@ def test_cli_backfill_of_three_days_writes_what_the_esp_says(airflow, vendors):
     airflow.wait_for_dag(DAG)
     airflow.unpause(DAG)
     created = airflow.airflow(
-        "backfill", "create", "--dag-id", DAG, "--from-date", "2026-11-14", "--to-date", "2026-11-16",
-        "--reprocess-behavior", "completed", "--max-active-runs", "1",
-    )  # fmt: skip
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG,
+        "--from-date",
+        "2026-11-14",
+        "--to-date",
+        "2026-11-16",
+        "--reprocess-behavior",
+        "completed",
+        "--max-active-runs",
+        "1",
+    )
     assert created.returncode == 0, created.stderr[-2000:]
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

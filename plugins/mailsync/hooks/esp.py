@@ -121,6 +121,21 @@ class EspHook(VendorHttpHook):
         gone = "already absent" if response.status_code == 404 else "removed"
         return BatchResult([{"key": _key(email), "status": "archived", "outcome": gone}], [])
 
+    def set_tags(
+        self, changes: Iterable[tuple[str, list[dict]]], *, concurrency: int | None = None
+    ) -> Iterator[BatchResult]:
+        """Add or remove tags of members: (email, [{"name": tag, "status": "active"|"inactive"}])."""
+
+        def post(change: tuple[str, list[dict]]) -> BatchResult:
+            email, tags = change
+            endpoint = f"lists/{self.list_id}/members/{subscriber_hash(email)}/tags"
+            response = self.call("POST", endpoint, json={"tags": tags}, ok=(200, 204, 404), write=True)
+            if response.status_code == 404:
+                return BatchResult([], [{"key": _key(email), "reason": "not a member"}])
+            return BatchResult([{"key": _key(email)}], [])
+
+        yield from self.run_concurrently(post, changes, concurrency=concurrency)
+
     # -- campaigns and their reports ------------------------------------------------------------
     def iter_campaigns(self, *, since_send_time: str, before_send_time: str) -> Iterator[list[dict]]:
         params = {

@@ -187,6 +187,21 @@ class Destination(_Strict):
     on_removed: Literal["archive", "delete"] = "archive"  # records whose source is gone
 
 
+class Reporting(_Strict):
+    """Amounts are also reported in one currency, converted with a daily rate table (CSV with
+    date, currency, <rate column>: units of the reporting currency per unit of the other)."""
+
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    rates_file: str
+    rate_column: str = "eur_per_unit"
+
+
+class Attribution(_Strict):
+    """How an order is credited to a campaign; the rule itself is stated in the description."""
+
+    window_days: int = Field(default=7, ge=0, le=90)
+
+
 class Mapping(_Strict):
     """A whole integration mapping (one YAML file)."""
 
@@ -197,6 +212,8 @@ class Mapping(_Strict):
     destination: Destination
     lookups: dict[str, Lookup] = {}
     fields: dict[str, DestField]
+    reporting: Reporting | None = None
+    attribution: Attribution | None = None
 
     @property
     def primary(self) -> str:

@@ -29,10 +29,18 @@ INTEGRATION = "esp_to_crm_engagement"
 EVENT_COLUMNS = ["campaign_id", "email_address", "action", "type", "timestamp", "url"]
 _MOMENT = "datetime64[us, UTC]"
 DAILY_SCHEMA = {
-    "email": "string", "opens": "int64", "clicks": "int64", "soft_bounces": "int64",
-    "last_open_at": _MOMENT, "last_click_at": _MOMENT, "hard_bounce_at": _MOMENT, "unsubscribed_at": _MOMENT,
-    "campaigns": "string", "hard_bounce_campaign": "string", "unsubscribe_campaign": "string",
-}  # fmt: skip
+    "email": "string",
+    "opens": "int64",
+    "clicks": "int64",
+    "soft_bounces": "int64",
+    "last_open_at": _MOMENT,
+    "last_click_at": _MOMENT,
+    "hard_bounce_at": _MOMENT,
+    "unsubscribed_at": _MOMENT,
+    "campaigns": "string",
+    "hard_bounce_campaign": "string",
+    "unsubscribe_campaign": "string",
+}
 
 
 def mapping():
@@ -170,6 +178,7 @@ def transform(run: Run) -> dict[str, Any]:
     day = daily_aggregate(events) if len(events) else None
     store = run.current / "daily"
     name = f"interval={run.label}.parquet"
+    _store_clicks(run, events, name)
     if day is None:
         if store.exists(name):
             store.file(name).unlink()
@@ -192,6 +201,38 @@ def transform(run: Run) -> dict[str, Any]:
     }
 
 
+def _store_clicks(run: Run, events: pd.DataFrame, name: str) -> None:
+    """Every click of the interval (email, campaign, moment): the shop DAG attributes orders to
+    the last click before them. Replaced on rerun, like the daily aggregate."""
+    clicks = run.current / "clicks"
+    if events.empty or not events["action"].eq("click").any():
+        if clicks.exists(name):
+            clicks.file(name).unlink()
+        return
+    hits = events[events["action"].eq("click").fillna(False).to_numpy()]
+    frame = pd.DataFrame(
+        {"email": hits[engine.KEY], "campaign_id": hits["campaign_id"], "clicked_at": hits["timestamp"]}
+    ).astype({"email": "string", "campaign_id": "string", "clicked_at": _MOMENT})
+    clicks.write_parquet(name, frame)
+
+
+def clicks_between(start: datetime, end: datetime) -> pd.DataFrame:
+    """Clicks stored by this DAG with start <= moment < end (empty if it has not run yet)."""
+    import pyarrow.dataset as ds
+
+    from mailsync.staging import state_area
+
+    area = state_area("esp_to_crm_engagement") / "clicks"
+    if not area.names(".parquet"):
+        return pd.DataFrame({"email": [], "campaign_id": [], "clicked_at": []}).astype(
+            {"email": "string", "campaign_id": "string", "clicked_at": _MOMENT}
+        )
+    dataset = ds.dataset(area.path.path, filesystem=area.path.fs, format="parquet")
+    moment = ds.field("clicked_at")
+    table = dataset.to_table(filter=(moment >= pd.Timestamp(start)) & (moment < pd.Timestamp(end)))
+    return table.to_pandas()
+
+
 # -- diff and load ---------------------------------------------------------------------------------
 def load(run: Run) -> dict[str, Any]:
     """Write changed contacts' values to the CRM (batch update by email; never creates contacts)."""
@@ -205,23 +246,11 @@ def load(run: Run) -> dict[str, Any]:
     if run.params.get("dry_run"):
         return {**counts, "dry_run": True, "would_write": len(upserts)}
     m = mapping()
-    meta = dict(
-        zip(
-            upserts[engine.KEY],
-            zip(upserts[engine.FINGERPRINT], upserts[sync.BUCKET], strict=True),
-            strict=True,
-        )
-    )
+    meta = sync.ack_meta(upserts)
     hook = CrmHook()
     written, rejected = 0, []
     for result in hook.update_contacts(sync.payloads(m, upserts)):
-        state.acknowledge(
-            [
-                {"key": a["key"], "fingerprint": meta[a["key"]][0], "bucket": meta[a["key"]][1]}
-                for a in result.accepted
-            ],
-            run.run_id,
-        )
+        sync.acknowledge(state, result.accepted, meta, run.run_id)
         written += len(result.accepted)
         rejected.extend(result.rejected)
     unknown = sum(1 for r in rejected if r["reason"] == "unknown_contact")

@@ -123,3 +123,45 @@ def _finish(run: Run, started_at: str | None, report: dict[str, Any], headline: 
         " ".join(f"{k}={report.get(k)}" for k in (*headline, "duration_s")),
     )
     return report
+
+
+def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
+    orders, buyers = load.get("orders", {}), load.get("buyers", {})
+    report = {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "interval": [run.start.isoformat(), run.end.isoformat()],
+        "orders_extracted": extract.get("orders", 0),
+        "quarantined": sum(v.get("rows_quarantined", 0) for v in validate.values()),
+        "quarantine_reasons": {
+            k: n for v in validate.values() for k, n in v.get("quarantine_reasons", {}).items()
+        },
+        "orders_touched": transform.get("orders_touched", 0),
+        "attribution": transform.get("attribution", {}),
+        "unattributed": transform.get("unattributed", 0),
+        "clicks_until": transform.get("clicks_until"),
+        "revenue_eur_report_window": transform.get("revenue_eur"),
+        "unknown_customer_orders": load.get("unknown_customer_orders", 0),
+        "orders_sent": orders.get("sent", 0),
+        "orders_unchanged": orders.get("unchanged", 0),
+        "buyers_updated": buyers.get("sent", 0),
+        "dry_run": bool(load.get("dry_run")),
+        "api_calls": {"shop": extract.get("api_calls", 0), "esp": load.get("api_calls", 0)},
+        "esp_write_calls": load.get("write_calls", 0),
+        "revenue_csv": transform.get("revenue_csv"),
+        "revenue_html": transform.get("revenue_html"),
+        "quality_reports": {k: v.get("report") for k, v in validate.items()},
+    }
+    return _finish(
+        run,
+        extract.get("started_at"),
+        report,
+        (
+            "orders_extracted",
+            "quarantined",
+            "orders_sent",
+            "unknown_customer_orders",
+            "buyers_updated",
+            "esp_write_calls",
+        ),
+    )

@@ -51,6 +51,30 @@ def diff(desired: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     return upserts.reset_index(drop=True), removals.reset_index(drop=True), counts
 
 
+def ack_meta(records: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    """key -> (fingerprint, bucket) of the records being sent, to acknowledge what is accepted."""
+    return dict(zip(records[KEY], zip(records[FINGERPRINT], records[BUCKET], strict=True), strict=True))
+
+
+def acknowledge(
+    state: SyncState, accepted: list[dict], meta: dict[str, tuple[str, int]], run_id: str
+) -> None:
+    """Advance the state for exactly the records the destination accepted."""
+    state.acknowledge(
+        [
+            {
+                "key": a["key"],
+                "fingerprint": meta[a["key"]][0],
+                "bucket": meta[a["key"]][1],
+                "status": a.get("status"),
+            }
+            for a in accepted
+            if a["key"] in meta
+        ],
+        run_id,
+    )
+
+
 def guard_mass_removal(counts: dict[str, int], state_size: int, *, max_share: float, allowed: bool) -> None:
     if allowed or state_size < 100:
         return
@@ -107,7 +131,7 @@ def load_members(
     skipped = len(upserts) - len(pending)
     if skipped:
         log.info("Resuming: %d records were acknowledged by an earlier try and are not sent again", skipped)
-    meta = dict(zip(pending[KEY], zip(pending[FINGERPRINT], pending[BUCKET], strict=True), strict=True))
+    meta = ack_meta(pending)
     counts = {
         "sent": len(pending),
         "created": 0,

@@ -105,9 +105,13 @@ def valid_record(p: dict):
     if ltv is not None and ltv < 0:
         return None
     return {
-        "email": email, "dob": dob, "ltv": ltv, "consent": consent, "last_order": last_order,
+        "email": email,
+        "dob": dob,
+        "ltv": ltv,
+        "consent": consent,
+        "last_order": last_order,
         "modified": datetime.fromisoformat(p["lastmodifieddate"].replace("Z", "+00:00")),
-    }  # fmt: skip
+    }
 
 
 def expected_members(

@@ -7,10 +7,19 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 PROPS = (
-    "esp_opens_total", "esp_clicks_total", "esp_soft_bounces_total", "esp_campaigns_engaged",
-    "esp_last_open_at", "esp_last_click_at", "email_invalid", "email_invalid_date", "email_invalid_reason",
-    "marketing_consent", "marketing_opt_out_date", "marketing_opt_out_campaign",
-)  # fmt: skip
+    "esp_opens_total",
+    "esp_clicks_total",
+    "esp_soft_bounces_total",
+    "esp_campaigns_engaged",
+    "esp_last_open_at",
+    "esp_last_click_at",
+    "email_invalid",
+    "email_invalid_date",
+    "email_invalid_reason",
+    "marketing_consent",
+    "marketing_opt_out_date",
+    "marketing_opt_out_campaign",
+)
 
 
 def _at(ms: int) -> datetime:

@@ -38,9 +38,11 @@ def run_day(start: datetime) -> dict:
 
 def crm_updated_keys(sandbox) -> set[str]:
     return {
-        k for r in sandbox.requests("crm") if r["path"].endswith("/batch/update") and r["status"] < 300
+        k
+        for r in sandbox.requests("crm")
+        if r["path"].endswith("/batch/update") and r["status"] < 300
         for k in r["record_keys"]
-    }  # fmt: skip
+    }
 
 
 def test_a_week_of_daily_runs_equals_a_direct_computation(world):

@@ -1,0 +1,116 @@
+"""
+### Shop conversions → ESP, daily
+
+Takes the shop's (Shopify) orders created or updated in the run's data interval — refunds and
+cancellations of older orders included — attributes them to ESP (Mailchimp) campaigns, loads them
+into the ESP's e-commerce store, keeps each buyer's `TOTAL_SPENT`, `ORDER_COUNT` and `LAST_ORDER`
+member fields exact, and writes a revenue report per campaign and day.
+
+**Flow:** `extract` → `validate` (Great Expectations on orders and line items: known currency,
+amounts not negative, one row per order id, valid customer email; bad orders quarantined with
+reasons) → `transform` → `load` → `report`.
+
+**Attribution** (first rule that applies, stated in `include/mappings/shop_orders_to_esp.yaml`):
+`mc_cid` in the landing URL → `utm_campaign` matching a campaign title → the customer's last
+campaign click within `attribution.window_days` before the order (clicks stored by
+`esp_to_crm_engagement`; rerun a day after that DAG has processed it for final attribution) →
+unattributed (counted, never dropped).
+
+**Money:** net = total − refunds; cancelled and voided orders count zero; EUR at the rate of the
+order's creation day (`include/rates/eur_daily.csv`). An order counts once: a newer version of an
+order replaces the older one everywhere.
+
+**Safe by design:** orders of customers who are not audience members are reported
+(`unknown_customer_orders`), never loaded — loading them would add people to the audience.
+Buyer totals are recomputed from every order so far and written only for existing members,
+without any status. Everything is sent only when it changed since the ESP acknowledged it, so a
+rerun of a day writes nothing.
+
+**Report:** `report` returns revenue, orders, attribution counts and the paths of
+`revenue_by_campaign_day.csv` and `revenue.html` (chart + table) in the run's staging folder.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from mailsync.mapping.spec import load_mapping
+from mailsync.settings import task_retry_policy
+
+MAPPINGS = (load_mapping("shop_orders_to_esp"), load_mapping("shop_buyer_totals_to_esp"))
+SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/orders")
+
+
+def _run():
+    from mailsync.operators.run import Run
+
+    return Run.from_context(get_current_context())
+
+
+@dag(
+    dag_id="shop_conversions_to_esp",
+    description="Daily shop orders → ESP e-commerce: campaign attribution, buyer totals, revenue report",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # the orders snapshot is shared by the days
+    doc_md=__doc__,
+    tags=["mailsync", "shop", "esp", "daily", "revenue"],
+    default_args={
+        "owner": "data-engineering",
+        **task_retry_policy(),
+        "execution_timeout": timedelta(hours=2),
+    },
+    params={
+        "report_days": Param(
+            30, type="integer", minimum=1, maximum=366, description="Days covered by the revenue report."
+        ),
+        "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the ESP."),
+    },
+)
+def shop_conversions_to_esp():
+    @task
+    def extract() -> dict:
+        """Stage the orders (and line items) created or updated in the interval."""
+        from mailsync.operators import shop
+
+        return shop.extract(_run())
+
+    @task
+    def validate(extracted: dict) -> dict:
+        """Great Expectations quality gate on orders and line items; bad rows quarantined."""
+        from mailsync.operators import shop
+
+        return shop.validate(_run())
+
+    @task
+    def transform(validated: dict) -> dict:
+        """Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the revenue report."""
+        from mailsync.operators import shop
+
+        return shop.transform(_run())
+
+    @task(retries=5)
+    def load(transformed: dict) -> dict:
+        """Products, orders (replacing earlier versions) and buyer totals, for audience members only."""
+        from mailsync.operators import shop
+
+        return shop.load(_run())
+
+    @task(outlets=[SHOP_ORDERS])
+    def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
+        """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report."""
+        from mailsync.operators.report import shop_report
+
+        return shop_report(_run(), extracted, validated, transformed, loaded)
+
+    extracted = extract()
+    validated = validate(extracted)
+    transformed = transform(validated)
+    report(extracted, validated, transformed, load(transformed))
+
+
+shop_conversions_to_esp()
