@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox import store
+from sandbox import esp_fields, store
 from sandbox.config import GenParams, Settings
 from sandbox.faults import Decision, FaultBook, RecordSelector
 from sandbox.timefmt import Clock
@@ -256,6 +256,8 @@ def endpoint(vendor: Vendor, state: AppState, handler: Handler):
                 else:
                     call = Call(request, raw, state, vendor, decision.records)
                     reply = execute(state, vendor, handler, call)
+                    if system == "esp":  # Mailchimp's partial responses
+                        reply = esp_fields.shape(reply, request.query_params)
                 reply.headers.update(headers)
             write_log(state, system, request, reply.status, reply, decision.label())
             if decision.slow_s:

@@ -336,3 +336,26 @@ def test_put_never_resubscribes_unsubscribed_members(fresh_sandbox, esp, list_pa
     )
     assert response.status_code == 400
     assert fresh_sandbox.esp_member(member["email_address"])["status"] == "unsubscribed"
+
+
+def test_fields_and_exclude_fields_shape_the_answer(fresh_sandbox, esp, list_path):
+    members = [{"email_address": f"shape{i}@example.com", "status_if_new": "subscribed"} for i in range(3)]
+    full = esp.post(list_path, json={"members": members}).json()
+    assert "merge_fields" in full["new_members"][0]
+    slim = esp.post(
+        list_path,
+        params={"fields": "updated_members.email_address,total_updated"},
+        json={"members": members, "update_existing": True},
+    ).json()
+    assert slim == {
+        "updated_members": [{"email_address": m["email_address"]} for m in members],
+        "total_updated": 3,
+    }
+    page = esp.get(
+        f"{list_path}/members", params={"count": 2, "exclude_fields": "members.merge_fields,_links"}
+    ).json()
+    assert (
+        "merge_fields" not in page["members"][0]
+        and "_links" not in page
+        and page["members"][0]["email_address"]
+    )
