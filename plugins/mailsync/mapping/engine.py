@@ -52,9 +52,9 @@ class RowRule:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def given_column(name: str) -> str:
-    """Boolean column: the source had a value for this typed input (null then means unparseable)."""
-    return f"{name}__given"
+def parsed_column(name: str) -> str:
+    """Boolean column of a typed input: False where a value was given but did not parse."""
+    return f"{name}__parsed"
 
 
 def row_rules(source: Source) -> list[RowRule]:
@@ -115,7 +115,8 @@ def prepare(mapping: Mapping, source_name: str, raw: pd.DataFrame, *, row_offset
         inp = source.inputs[name]
         out[name] = _parse(inp, raw[col])
         if inp.type in _PARSED_TYPES:
-            out[given_column(name)] = t.as_text(raw[col]).notna().to_numpy()
+            given = t.as_text(raw[col]).notna().to_numpy()
+            out[parsed_column(name)] = ~(given & out[name].isna().to_numpy())
     out[KEY] = out[source.key.input].astype(t.STRING)
     return out.reset_index(drop=True)
 
