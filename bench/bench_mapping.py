@@ -35,9 +35,20 @@ COLUMNS = (
 def generate(data_dir: Path, contacts: int) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "sandbox", "generate", "--data-dir", str(data_dir), "--contacts", str(contacts)],
-        check=True, cwd=ROOT, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "sandbox",
+            "generate",
+            "--data-dir",
+            str(data_dir),
+            "--contacts",
+            str(contacts),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -142,7 +153,7 @@ def row_loop(db: Path, rows: int) -> dict:
                     "modified": datetime.fromisoformat(
                         r["lastmodifieddate"].replace("Z", "+00:00")
                     ).astimezone(UTC),
-                }  # fmt: skip
+                }
             )
     elapsed = time.perf_counter() - started
     return {
@@ -170,9 +181,21 @@ def main() -> None:
         runs = []
         for size in args.sizes:
             child = subprocess.run(
-                [sys.executable, "-m", "bench.bench_mapping", "--chunk", str(args.chunk), "--child", str(db), str(size)],
-                check=True, cwd=ROOT, capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.bench_mapping",
+                    "--chunk",
+                    str(args.chunk),
+                    "--child",
+                    str(db),
+                    str(size),
+                ],
+                check=True,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             runs.append(json.loads(child.stdout.strip().splitlines()[-1]))
         loop = row_loop(db, args.loop_rows)
     best = max(r["rows_per_s"] for r in runs)
