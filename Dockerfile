@@ -1,0 +1,10 @@
+# The project's Airflow image: the official one at the pinned version, plus our pinned requirements.
+FROM apache/airflow:3.3.2-python3.11
+COPY --chown=airflow:root requirements.txt constraints.txt /opt/mailsync/
+RUN pip install --no-cache-dir -r /opt/mailsync/requirements.txt -c /opt/mailsync/constraints.txt
+COPY --chown=airflow:root dags /opt/airflow/dags
+COPY --chown=airflow:root plugins /opt/airflow/plugins
+COPY --chown=airflow:root include /opt/airflow/include
+COPY --chown=airflow:root sandbox /opt/mailsync/sandbox
+ENV MAILSYNC_INCLUDE_DIR=/opt/airflow/include \
+    PYTHONPATH=/opt/mailsync
