@@ -103,7 +103,11 @@ def main() -> None:
             conf = {"loyalty_wait_minutes": 0, "partitions": args.partitions}
             with PeakMemory(airflow.processes["scheduler"].pid) as memory:
                 full = run_night(airflow, sb, "2026-11-20T02:00:00+00:00", {**conf, "full_refresh": True})
-                changed = sb.mutate_crm(fraction=0.01, seed=11, at="2026-11-20T03:00:00Z")
+                changed = [  # 1% of the contacts, edited through the night (10 moments, as people do)
+                    c
+                    for i in range(10)
+                    for c in sb.mutate_crm(fraction=0.001, seed=11 + i, at=f"2026-11-20T{3 + i:02d}:00:00Z")
+                ]
                 night = run_night(airflow, sb, "2026-11-21T02:00:00+00:00", conf)
             night["contacts_changed"] = len(changed)
             task_peak = max(

@@ -6,7 +6,8 @@ language, client id, loyalty tier, lifetime value, last order date, consent — 
 (Mailchimp) audience, for personalisation and segments.
 
 **Flow:** `wait_for_loyalty_file` → `extract_contacts` / `extract_loyalty` → `validate` →
-per partition (`partition.transform` → `partition.diff` → `partition.load`) → `report`.
+`plan` → per partition `transform` → `diff` → `check_removals` (all partitions) → per partition
+`load` → `report`.
 
 * **Extract** takes the contacts modified in the run's data interval (all of them with
   `full_refresh`, and on the very first run). If earlier nights were skipped, the window
@@ -22,7 +23,9 @@ per partition (`partition.transform` → `partition.diff` → `partition.load`) 
 * **Diff / load** send only new, changed and removed members (a quiet night costs few API
   calls). Consent only narrows: a consenting contact is subscribed only when new to the
   audience; "no consent" in the CRM unsubscribes; nobody the ESP has as unsubscribed or cleaned
-  is ever subscribed again. Contacts deleted or erased in the CRM are archived.
+  is ever subscribed again. Contacts deleted in the CRM are archived the next night; contacts
+  erased (GDPR) vanish from HubSpot without a trace, so they are archived by the next
+  `full_refresh` — schedule one weekly (a run with that param).
 
 **Params:** `full_refresh` (pull every contact; detects GDPR erasures), `dry_run` (compute and
 report the difference, write nothing), `partitions` (parallel load tasks; the result does not
@@ -41,20 +44,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.operators.run import Run
 from mailsync.operators.sensors import LoyaltyFileSensor
 from mailsync.settings import BUCKETS, task_retry_policy
 
 MAPPING = load_mapping("crm_to_esp_contacts")  # a broken mapping shows as an import error in the UI
 ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
-
-
-def _run():
-    from mailsync.operators.run import Run
-
-    return Run.from_context(get_current_context())
 
 
 @dag(
@@ -110,21 +108,21 @@ def crm_to_esp_contacts():
         """Stage the CRM contacts modified in the interval (all with `full_refresh`) as Parquet chunks."""
         from mailsync.operators import contacts
 
-        return contacts.extract(_run())
+        return contacts.extract(Run.of_current_task())
 
     @task
     def extract_loyalty(sensed: dict) -> dict:
         """Download the loyalty file (checksum-verified against its done-marker) and parse it (cp1252)."""
         from mailsync.operators import contacts
 
-        return contacts.extract_loyalty(_run(), sensed)
+        return contacts.extract_loyalty(Run.of_current_task(), sensed)
 
     @task
     def validate(extracted: dict, loyalty: dict) -> dict:
         """Great Expectations quality gate: quarantine bad rows with reasons; fail past the threshold."""
         from mailsync.operators import contacts
 
-        return contacts.validate(_run())
+        return contacts.validate(Run.of_current_task())
 
     @task
     def plan(extracted: dict, validated: dict) -> list[dict]:
@@ -134,34 +132,43 @@ def crm_to_esp_contacts():
         full = extracted["mode"] == "full"
         return [
             {"partition": i, "buckets": b, "full": full}
-            for i, b in enumerate(partitions(_run().params["partitions"], BUCKETS))
+            for i, b in enumerate(partitions(Run.of_current_task().params["partitions"], BUCKETS))
         ]
 
-    @task_group(group_id="partition")
-    def sync_partition(part: dict):
-        @task
-        def transform(part: dict) -> dict:
-            """Merge tonight's rows into the contacts snapshot; map to ESP members (mapping YAML)."""
-            from mailsync.operators import contacts
+    @task(
+        doc_md="Merge tonight's rows into the contacts snapshot; map to ESP members (mapping YAML)."
+    )  # mapped tasks take no doc from the docstring
+    def transform(part: dict) -> dict:
+        from mailsync.operators import contacts
 
-            return contacts.transform(_run(), part["partition"], part["buckets"], full=part["full"])
+        return contacts.transform(
+            Run.of_current_task(), part["partition"], part["buckets"], full=part["full"]
+        )
 
-        @task
-        def diff(transformed: dict) -> dict:
-            """Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."""
-            from mailsync.operators import contacts
+    @task(
+        doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."
+    )  # mapped tasks take no doc from the docstring
+    def diff(transformed: dict) -> dict:
+        from mailsync.operators import contacts
 
-            return contacts.diff(_run(), transformed)
+        return contacts.diff(Run.of_current_task(), transformed)
 
-        @task(retries=5)
-        def load(diffed: dict) -> dict:
-            """Batch-upsert the difference, archive removed contacts; state advances per acked batch."""
-            from mailsync.operators import contacts
+    @task
+    def check_removals(diffs: list[dict]) -> list[dict]:
+        """Safety stop over all partitions before anything is sent: too many removals fail the run."""
+        from mailsync.operators import contacts
 
-            run = _run()
-            return contacts.load(run, diffed, partitions=int(run.params["partitions"]))
+        return contacts.guard_removals(Run.of_current_task(), diffs)
 
-        return load(diff(transform(part)))
+    @task(
+        retries=5,
+        doc_md="Batch-upsert the difference, archive removed contacts; state advances per acked batch.",
+    )  # mapped tasks take no doc from the docstring
+    def load(diffed: dict) -> dict:
+        from mailsync.operators import contacts
+
+        run = Run.of_current_task()
+        return contacts.load(run, diffed, partitions=int(run.params["partitions"]))
 
     @task(outlets=[ESP_CONTACTS])
     def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict]) -> dict:
@@ -169,7 +176,7 @@ def crm_to_esp_contacts():
         from mailsync.operators import contacts
         from mailsync.operators.report import contacts_report
 
-        run = _run()
+        run = Run.of_current_task()
         result = contacts_report(run, extracted, loyalty, validated, loads)
         if not run.params.get("dry_run"):
             contacts.advance_high_water(run)
@@ -178,7 +185,8 @@ def crm_to_esp_contacts():
     extracted = extract_contacts()
     loyalty = extract_loyalty(loyalty_day.output)
     validated = validate(extracted, loyalty)
-    loads = sync_partition.expand(part=plan(extracted, validated))
+    diffs = diff.expand(transformed=transform.expand(part=plan(extracted, validated)))
+    loads = load.expand(diffed=check_removals(diffs))
     report(extracted, loyalty, validated, loads)
 
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, task
 
+from mailsync.operators.run import Run
 from mailsync.settings import task_retry_policy
 
 ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
@@ -55,9 +56,8 @@ def esp_buyer_segments():
     def refresh_segment() -> dict:
         """Add the tag to members who now qualify, remove it from those who no longer do."""
         from mailsync.operators import segments
-        from mailsync.operators.run import Run
 
-        return segments.refresh(Run.from_context(get_current_context()))
+        return segments.refresh(Run.of_current_task())
 
     refresh_segment()
 

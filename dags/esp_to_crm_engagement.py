@@ -40,19 +40,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.operators.run import Run
 from mailsync.settings import task_retry_policy
 
 MAPPING = load_mapping("esp_to_crm_engagement")
 CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contacts/engagement")
-
-
-def _run():
-    from mailsync.operators.run import Run
-
-    return Run.from_context(get_current_context())
 
 
 @dag(
@@ -60,7 +55,7 @@ def _run():
     description="Daily ESP → CRM write-back of opens, clicks, bounces and unsubscribes (backfill-safe)",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=False,
+    catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
     max_active_runs=1,  # days share the daily store and the CRM: one at a time keeps writes ordered
     doc_md=__doc__,
     tags=["mailsync", "esp", "crm", "daily", "backfill"],
@@ -86,35 +81,35 @@ def esp_to_crm_engagement():
         """Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from the ESP."""
         from mailsync.operators import engagement
 
-        return engagement.extract(_run())
+        return engagement.extract(Run.of_current_task())
 
     @task
     def validate(extracted: dict) -> dict:
         """Great Expectations quality gate on the activity rows; bad rows quarantined with reasons."""
         from mailsync.operators import engagement
 
-        return engagement.validate(_run())
+        return engagement.validate(Run.of_current_task())
 
     @task
     def transform(validated: dict) -> dict:
         """Replace this interval in the daily store; derive touched contacts' values from all days."""
         from mailsync.operators import engagement
 
-        return engagement.transform(_run())
+        return engagement.transform(Run.of_current_task())
 
     @task(retries=5)
     def load(transformed: dict) -> dict:
         """Batch-update the contacts whose values changed (100 per call); unknown contacts reported."""
         from mailsync.operators import engagement
 
-        return engagement.load(_run())
+        return engagement.load(Run.of_current_task())
 
     @task(outlets=[CRM_ENGAGEMENT])
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
         """The day's counts: events, contacts written, unknown contacts, API calls, duration."""
         from mailsync.operators.report import engagement_report
 
-        return engagement_report(_run(), extracted, validated, transformed, loaded)
+        return engagement_report(Run.of_current_task(), extracted, validated, transformed, loaded)
 
     extracted = extract()
     validated = validate(extracted)

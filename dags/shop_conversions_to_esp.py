@@ -35,19 +35,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.operators.run import Run
 from mailsync.settings import task_retry_policy
 
 MAPPINGS = (load_mapping("shop_orders_to_esp"), load_mapping("shop_buyer_totals_to_esp"))
 SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/orders")
-
-
-def _run():
-    from mailsync.operators.run import Run
-
-    return Run.from_context(get_current_context())
 
 
 @dag(
@@ -55,7 +50,7 @@ def _run():
     description="Daily shop orders → ESP e-commerce: campaign attribution, buyer totals, revenue report",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=False,
+    catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
     max_active_runs=1,  # the orders snapshot is shared by the days
     doc_md=__doc__,
     tags=["mailsync", "shop", "esp", "daily", "revenue"],
@@ -77,35 +72,35 @@ def shop_conversions_to_esp():
         """Stage the orders (and line items) created or updated in the interval."""
         from mailsync.operators import shop
 
-        return shop.extract(_run())
+        return shop.extract(Run.of_current_task())
 
     @task
     def validate(extracted: dict) -> dict:
         """Great Expectations quality gate on orders and line items; bad rows quarantined."""
         from mailsync.operators import shop
 
-        return shop.validate(_run())
+        return shop.validate(Run.of_current_task())
 
     @task
     def transform(validated: dict) -> dict:
         """Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the revenue report."""
         from mailsync.operators import shop
 
-        return shop.transform(_run())
+        return shop.transform(Run.of_current_task())
 
     @task(retries=5)
     def load(transformed: dict) -> dict:
         """Products, orders (replacing earlier versions) and buyer totals, for audience members only."""
         from mailsync.operators import shop
 
-        return shop.load(_run())
+        return shop.load(Run.of_current_task())
 
     @task(outlets=[SHOP_ORDERS])
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
         """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report."""
         from mailsync.operators.report import shop_report
 
-        return shop_report(_run(), extracted, validated, transformed, loaded)
+        return shop_report(Run.of_current_task(), extracted, validated, transformed, loaded)
 
     extracted = extract()
     validated = validate(extracted)

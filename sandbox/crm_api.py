@@ -347,8 +347,10 @@ def batch_update(call: Call) -> Reply:
     inputs = _inputs(data)
     prepared = [(str(i.get("id", "")), _validated(i.get("properties", {}))) for i in inputs]
     id_property = data.get("idProperty") or (inputs[0].get("idProperty") if inputs else None)
+    if id_property == "email":  # as HubSpot: batch update goes by record id; by email only batch/upsert
+        raise invalid(f"Unable to perform update/upsert by non-unique 0-1 property {id_property}")
     refs = [ref for ref, _ in prepared]
-    _check_duplicates([normalise_email(r) if id_property == "email" else r for r in refs])
+    _check_duplicates(refs)
     found = _lookup(call, refs, id_property, archived=False)
     results, missing, rejected = [], [], []
     for ref, values in prepared:
@@ -363,8 +365,7 @@ def batch_update(call: Call) -> Reply:
         row = _select(call, "id = ?", [contact_id])[0]
         results.append(contact_json(row, requested(list(values)) if values else requested(None)))
     errors = ([_not_found(missing)] if missing else []) + ([_fault_error(rejected)] if rejected else [])
-    keys = [normalise_email(r) if id_property == "email" else r for r in refs]
-    return _batch_reply(results, errors, started, call.now_ms, keys, len(inputs))
+    return _batch_reply(results, errors, started, call.now_ms, refs, len(inputs))
 
 
 def batch_upsert(call: Call) -> Reply:

@@ -212,44 +212,65 @@ def _product(call: Call, store_id: str, product_id: str) -> dict | None:
     return None if row is None else store.loads(row[0])
 
 
-def put_product(call: Call) -> Reply:
-    store_id = _store(call)["id"]
-    data = _body(call)
-    data.setdefault("id", call.params["product_id"])
-    _required(data, ("id", "title", "variants"))
-    variants = data["variants"]
+def _product_doc(data: dict, existing: dict | None) -> dict:
+    """Mailchimp's product; on PATCH, variants given are added or updated by id (others stay)."""
+    _required(data, ("id", "title", "variants") if existing is None else ())
+    variants = data.get("variants", [])
     if not isinstance(variants, list) or not all(
-        isinstance(v, dict) and v.get("id") and v.get("title") for v in variants
+        isinstance(v, dict) and v.get("id") and (v.get("title") or existing) for v in variants
     ):
         raise invalid([{"field": "variants", "message": "Each variant needs an id and a title."}])
-    doc = {
+    doc = existing or {
         "id": str(data["id"]),
-        "currency_code": data.get("currency_code", "EUR"),
-        "title": data["title"],
-        "handle": data.get("handle", ""),
-        "url": data.get("url", ""),
-        "description": data.get("description", ""),
-        "type": data.get("type", ""),
-        "vendor": data.get("vendor", ""),
-        "image_url": data.get("image_url", ""),
-        "variants": [
-            {
-                "id": str(v["id"]),
-                "title": v["title"],
-                "url": v.get("url", ""),
-                "sku": v.get("sku", ""),
-                "price": v.get("price", 0),
-                "inventory_quantity": v.get("inventory_quantity", 0),
-            }
-            for v in variants
-        ],
-        "published_at_foreign": data.get("published_at_foreign", ""),
+        "currency_code": "EUR",
+        "title": "",
+        "handle": "",
+        "url": "",
+        "description": "",
+        "type": "",
+        "vendor": "",
+        "image_url": "",
+        "variants": [],
+        "published_at_foreign": "",
         "_links": [],
     }
+    for key in ("currency_code", "title", "handle", "url", "description", "type", "vendor", "image_url"):
+        if key in data:
+            doc[key] = data[key]
+    by_id = {v["id"]: v for v in doc["variants"]}
+    for v in variants:
+        old = by_id.get(str(v["id"]), {"url": "", "sku": "", "price": 0, "inventory_quantity": 0})
+        by_id[str(v["id"])] = {
+            **old,
+            **{k: v[k] for k in ("title", "url", "sku", "price", "inventory_quantity") if k in v},
+            "id": str(v["id"]),
+        }
+    doc["variants"] = list(by_id.values())
+    return doc
+
+
+def _save_product(call: Call, store_id: str, doc: dict) -> Reply:
     call.db.execute(
         "INSERT OR REPLACE INTO esp_products VALUES (?, ?, ?)", (store_id, doc["id"], store.dumps(doc))
     )
     return Reply(body=doc, keys=[doc["id"]], n_records=1)
+
+
+def post_product(call: Call) -> Reply:
+    store_id = _store(call)["id"]
+    data = _body(call)
+    _required(data, ("id",))
+    if _product(call, store_id, str(data["id"])) is not None:
+        raise fail(400, "A product with the provided ID already exists in the account.")
+    return _save_product(call, store_id, _product_doc(data, None))
+
+
+def patch_product(call: Call) -> Reply:
+    store_id = _store(call)["id"]
+    existing = _product(call, store_id, call.params["product_id"])
+    if existing is None:
+        raise fail(404)
+    return _save_product(call, store_id, _product_doc(_body(call), existing))
 
 
 def get_product(call: Call) -> Reply:
@@ -452,7 +473,8 @@ ROUTES = [
     (_BASE + "/customers/{customer_id}", ["PUT"], put_customer),
     (_BASE + "/products", ["GET"], get_products),
     (_BASE + "/products/{product_id}", ["GET"], get_product),
-    (_BASE + "/products/{product_id}", ["PUT"], put_product),
+    (_BASE + "/products", ["POST"], post_product),
+    (_BASE + "/products/{product_id}", ["PATCH"], patch_product),
     (_BASE + "/orders", ["GET"], get_orders),
     (_BASE + "/orders", ["POST"], post_order),
     (_BASE + "/orders/{order_id}", ["GET"], get_order),

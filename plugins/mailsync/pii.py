@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 _EMAIL_IN_TEXT = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+")
@@ -15,13 +14,6 @@ def mask_email(email: str | None) -> str:
     local, _, domain = str(email).strip().partition("@")
     host, _, tld = domain.rpartition(".")
     return f"{local[:1]}***@{host[:1]}***.{tld}" if domain else f"{local[:1]}***"
-
-
-def pseudonym(value: str | None) -> str:
-    """A short stable hash, for correlating log lines about one person without naming them."""
-    if value is None:
-        return ""
-    return hashlib.sha256(str(value).strip().lower().encode("utf-8")).hexdigest()[:12]
 
 
 def redact(text: str) -> str:

@@ -1,4 +1,5 @@
-"""The revenue page analysts open: a bar chart and the table, in one self-contained HTML file.
+"""Files for people: CSV that spreadsheets cannot abuse, and the revenue page analysts open (a
+bar chart and the table, in one self-contained HTML file).
 
 No JavaScript, no CDN: an inline SVG chart renders offline and in any browser, and every value
 shown is escaped (campaign titles are free text).
@@ -9,6 +10,23 @@ from __future__ import annotations
 from html import escape
 
 import pandas as pd
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """A cell a spreadsheet would run as a formula (`=HYPERLINK(...)`) is defused with a quote."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
+def csv_for_people(frame: pd.DataFrame) -> str:
+    """CSV of a frame whose text cells are defused (files analysts open in spreadsheets)."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(lambda v: v if pd.isna(v) else safe_cell(str(v)))
+    return safe.to_csv(index=False)
+
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}

@@ -16,8 +16,9 @@ MAPPINGS_DIR = INCLUDE_DIR / "mappings"
 STATE_CONN_ID = "mailsync_state"
 # Records are spread over this many key buckets (stable hash of the key). A run's partitions
 # (dynamic task mapping) each take a set of buckets, so the result never depends on how many
-# partitions there are; it caps the useful partitions at this number. Changing it re-buckets
-# the state: do it only with a full refresh.
+# partitions there are; it caps the useful partitions at this number. The sync state stores
+# each record's bucket: changing this number needs the state re-bucketed (or emptied and a
+# full refresh), else one key would be "removed" in one partition and "new" in another.
 BUCKETS = 32
 CHUNK_ROWS = 100_000  # rows per staged Parquet file: the unit of memory of every step
 

@@ -52,7 +52,6 @@ class BatchResult:
 
     accepted: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # each has "key" and "reason"
-    calls: int = 1
 
 
 @dataclass

@@ -14,10 +14,15 @@ from typing import Any
 import requests
 
 from mailsync.hooks.base import BatchResult, VendorError, VendorHttpHook, batched
+from mailsync.pii import redact
 
 MAX_BATCH = 100  # HubSpot's limit for batch read/update/upsert
 SEARCH_PAGE = 200  # HubSpot's largest search page
 SEARCH_WINDOW = 10_000  # a search can page through at most 10,000 results
+
+
+class SearchWindowExceeded(VendorError):
+    """More contacts share one modification time than a HubSpot search can page through."""
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -81,38 +86,34 @@ class CrmHook(VendorHttpHook):
     def iter_modified_contacts(
         self, properties: list[str], start: datetime, end: datetime
     ) -> Iterator[list[dict]]:
-        """Contacts with lastmodifieddate in [start, end), sorted by it.
+        """Contacts with lastmodifieddate in [start, end), sorted by it, each exactly once.
 
-        A HubSpot search pages through at most 10,000 results, so after each window the search
-        starts again from the last modification time seen; contacts already returned at exactly
-        that time are skipped, so none is returned twice and none is missed.
+        Keyset paging: every page searches again from the last modification time seen, skipping
+        the contacts already returned at exactly that time. Offsets (`after`) would skip rows
+        when a contact is edited while we page (the result set shifts), and a search cannot page
+        past 10,000 results anyway; offsets are used only among contacts sharing one timestamp.
         """
-        low, seen_at_low = _ms(start), set()
+        low, seen_at_low, offset = _ms(start), set(), 0
         while True:
-            last_ms, ids_at_last = low, set()
-            after = 0
-            while after < SEARCH_WINDOW:
-                body = self._search(properties, low, _ms(end), after)
-                results = body.get("results", [])
-                fresh = [r for r in results if r["id"] not in seen_at_low]
-                if fresh:
-                    yield [_flat(r) for r in fresh]
-                for r in results:
-                    stamp = _stamp_ms(r)
-                    if stamp != last_ms:
-                        last_ms, ids_at_last = stamp, set()
-                    ids_at_last.add(r["id"])
-                next_after = (body.get("paging") or {}).get("next", {}).get("after")
-                if not next_after:
-                    return
-                after = int(next_after)
-            if last_ms == low and ids_at_last <= seen_at_low:
-                raise VendorError(
-                    f"CRM search: more than {SEARCH_WINDOW} contacts share lastmodifieddate {low} ms; "
-                    "use full_refresh for this interval"
-                )
-            seen_at_low = ids_at_last | (seen_at_low if last_ms == low else set())
-            low = last_ms
+            body = self._search(properties, low, _ms(end), offset)
+            results = body.get("results", [])
+            fresh = [r for r in results if r["id"] not in seen_at_low]
+            if fresh:
+                yield [_flat(r) for r in fresh]
+            if not (body.get("paging") or {}).get("next"):
+                return
+            last = _stamp_ms(results[-1])
+            if last != low:  # move the window up; re-seen contacts at `last` are skipped
+                low, offset = last, 0
+                seen_at_low = {r["id"] for r in results if _stamp_ms(r) == last}
+            else:  # a whole page at one timestamp: page on among them
+                seen_at_low |= {r["id"] for r in results}
+                offset += len(results)
+                if offset >= SEARCH_WINDOW:
+                    raise SearchWindowExceeded(
+                        f"CRM search: more than {SEARCH_WINDOW} contacts share lastmodifieddate {low} ms; "
+                        "list them all instead (full refresh)"
+                    )
 
     def _search(self, properties: list[str], low: str, high: str, after: int) -> dict:
         body = {
@@ -132,23 +133,42 @@ class CrmHook(VendorHttpHook):
         return self.call("POST", "crm/v3/objects/contacts/search", json=body).json()
 
     # -- writes -----------------------------------------------------------------------------
+    def ids_by_email(self, emails: list[str]) -> dict[str, str]:
+        """Contact ids of up to 100 emails (batch read by email); unknown emails are left out."""
+        body = {"idProperty": "email", "inputs": [{"id": e} for e in emails], "properties": ["email"]}
+        response = self.call("POST", "crm/v3/objects/contacts/batch/read", json=body, ok=(200, 207))
+        found = {}
+        for result in response.json().get("results", []):
+            email = ((result.get("properties") or {}).get("email") or "").strip().lower()
+            found.setdefault(email, str(result["id"]))  # several contacts share an email: the first
+        return found
+
     def update_contacts(
-        self, updates: Iterable[dict[str, Any]], *, id_property: str = "email", concurrency: int | None = None
+        self, updates: Iterable[dict[str, Any]], *, concurrency: int | None = None
     ) -> Iterator[BatchResult]:
-        """Batch update (≤ 100 per call) contacts found by `id_property`; never creates one.
+        """Update contacts found by email, 100 per batch; never creates one.
 
-        Each update is {"id": <value of id_property>, "properties": {...}}. Contacts the CRM does
-        not know come back rejected with reason `unknown_contact`. HubSpot refuses a whole
-        batch for one invalid input; such a batch is split until the bad input stands alone, so
-        one bad record never costs the others.
+        Each update is {"email": ..., "properties": {...}}. HubSpot's batch update goes by record
+        id only (by email it answers "non-unique property"), so each batch first reads the ids of
+        its emails (batch read by email), then updates by id: two calls per 100 contacts. Emails
+        the CRM does not know come back rejected as `unknown_contact`. HubSpot refuses a whole
+        batch for one invalid input; such a batch is split until the bad input stands alone — but
+        when both halves fail the same way the error is not about one record (a missing custom
+        property, say) and the task fails with it instead.
         """
+        yield from self.run_concurrently(
+            self._update_batch, batched(updates, self.batch_size), concurrency=concurrency
+        )
 
-        def send(batch: list[dict]) -> BatchResult:
-            return self._update_batch([{**u, "idProperty": id_property} for u in batch])
+    def _update_batch(self, updates: list[dict]) -> BatchResult:
+        ids = self.ids_by_email([_key(u) for u in updates])
+        known = [u for u in updates if _key(u) in ids]
+        unknown = [{"key": _key(u), "reason": "unknown_contact"} for u in updates if _key(u) not in ids]
+        inputs = [{"id": ids[_key(u)], "properties": u["properties"]} for u in known]
+        result = self._update_by_id(inputs, [_key(u) for u in known]) if inputs else BatchResult()
+        return BatchResult(result.accepted, result.rejected + unknown)
 
-        yield from self.run_concurrently(send, batched(updates, self.batch_size), concurrency=concurrency)
-
-    def _update_batch(self, inputs: list[dict]) -> BatchResult:
+    def _post_update(self, inputs: list[dict]):
         response = self.call(
             "POST",
             "crm/v3/objects/contacts/batch/update",
@@ -156,29 +176,40 @@ class CrmHook(VendorHttpHook):
             ok=(200, 207, 400),
             write=True,
         )
-        if response.status_code == 400:
+        return response.status_code, response
+
+    def _update_by_id(self, inputs: list[dict], keys: list[str], first=None) -> BatchResult:
+        status, response = first or self._post_update(inputs)
+        if status == 400:
+            reason = self._describe_error(response)
             if len(inputs) == 1:
-                return BatchResult([], [{"key": _key(inputs[0]), "reason": self._describe_error(response)}])
+                return BatchResult([], [{"key": keys[0], "reason": redact(reason)[:300]}])
             half = len(inputs) // 2
-            left, right = self._update_batch(inputs[:half]), self._update_batch(inputs[half:])
-            return BatchResult(
-                left.accepted + right.accepted, left.rejected + right.rejected, 1 + left.calls + right.calls
-            )
-        body = response.json()
-        unknown: dict[str, str] = {}
-        for error in body.get("errors", []):
-            ids = (error.get("context") or {}).get("ids", [])
+            halves = [(inputs[:half], keys[:half]), (inputs[half:], keys[half:])]
+            firsts = [self._post_update(part) for part, _ in halves]
+            if all(st == 400 and self._describe_error(r) == reason for st, r in firsts):
+                raise VendorError(
+                    f"CRM refuses every contact of a batch: {redact(reason)[:300]} (not about one record)"
+                )
+            parts = [self._update_by_id(i, k, f) for (i, k), f in zip(halves, firsts, strict=True)]
+            return BatchResult([a for p in parts for a in p.accepted], [r for p in parts for r in p.rejected])
+        by_id = dict(zip((i["id"] for i in inputs), keys, strict=True))
+        failed: dict[str, str] = {}
+        for error in response.json().get("errors", []):
             reason = (
                 "unknown_contact" if error.get("category") == "OBJECT_NOT_FOUND" else error.get("message", "")
             )
-            unknown.update({str(i).strip().lower(): reason for i in ids})
-        accepted = [{"key": _key(i)} for i in inputs if _key(i) not in unknown]
-        rejected = [{"key": k, "reason": r} for k, r in unknown.items()]
-        return BatchResult(accepted, rejected)
+            failed.update(
+                {by_id.get(str(i), str(i)): reason for i in (error.get("context") or {}).get("ids", [])}
+            )
+        return BatchResult(
+            [{"key": k} for k in keys if k not in failed],
+            [{"key": k, "reason": r} for k, r in failed.items()],
+        )
 
 
 def _key(update: dict) -> str:
-    return str(update["id"]).strip().lower()
+    return str(update["email"]).strip().lower()
 
 
 def _flat(result: dict) -> dict:

@@ -15,6 +15,7 @@ from typing import Any
 from requests.auth import HTTPBasicAuth
 
 from mailsync.hooks.base import BatchResult, VendorError, VendorHttpHook, batched
+from mailsync.pii import redact
 
 MAX_BATCH = 500  # Mailchimp's limit for POST /lists/{list_id}
 # Only what the load needs back: the full answer repeats every member (~1 KB each), and parsing
@@ -133,7 +134,8 @@ class EspHook(VendorHttpHook):
         else:
             response = self.call("DELETE", member, ok=(200, 204, 404), write=True)
         gone = "already absent" if response.status_code == 404 else "removed"
-        return BatchResult([{"key": _key(email), "status": "archived", "outcome": gone}], [])
+        status = "deleted" if permanently else "archived"
+        return BatchResult([{"key": _key(email), "status": status, "outcome": gone}], [])
 
     def set_tags(
         self, changes: Iterable[tuple[str, list[dict]]], *, concurrency: int | None = None
@@ -197,47 +199,46 @@ class EspHook(VendorHttpHook):
             ]
 
     # -- e-commerce ----------------------------------------------------------------------------
-    def put_products(
+    def upsert_products(
         self, products: Iterable[dict], *, concurrency: int | None = None
     ) -> Iterator[BatchResult]:
-        """Add or update products (order lines must reference a known product and variant)."""
-
-        def put(product: dict) -> BatchResult:
-            self.call(
-                "PUT", f"ecommerce/stores/{self.store_id}/products/{product['id']}", json=product, write=True
-            )
-            return BatchResult([{"key": str(product["id"])}], [])
-
-        yield from self.run_concurrently(put, products, concurrency=concurrency)
+        """Add or update products (order lines must reference a known product and variant).
+        Mailchimp has no PUT for products: PATCH, and POST when it does not exist yet."""
+        base = f"ecommerce/stores/{self.store_id}/products"
+        yield from self.run_concurrently(
+            lambda p: self._patch_or_post(base, p, probably_exists=True), products, concurrency=concurrency
+        )
 
     def upsert_orders(
         self, orders: Iterable[tuple[dict, bool]], *, concurrency: int | None = None
     ) -> Iterator[BatchResult]:
         """Add or replace orders by id. Each item is (order, probably_exists): PATCH if it
         probably exists, else POST; the other verb is used when the guess was wrong."""
+        base = f"ecommerce/stores/{self.store_id}/orders"
         yield from self.run_concurrently(
-            lambda item: self._upsert_order(*item), orders, concurrency=concurrency
+            lambda item: self._patch_or_post(base, item[0], probably_exists=item[1]),
+            orders,
+            concurrency=concurrency,
         )
 
-    def _upsert_order(self, order: dict, probably_exists: bool) -> BatchResult:
-        base = f"ecommerce/stores/{self.store_id}/orders"
-        key = str(order["id"])
-        attempts = ("PATCH", "POST") if probably_exists else ("POST", "PATCH")
-        calls = 0
-        for verb in attempts:
-            endpoint = f"{base}/{key}" if verb == "PATCH" else base
-            response = self.call(verb, endpoint, json=order, ok=(200, 201, 400, 404), write=True)
-            calls += 1
+    def _patch_or_post(self, base: str, doc: dict, *, probably_exists: bool) -> BatchResult:
+        key = str(doc["id"])
+        for verb in ("PATCH", "POST") if probably_exists else ("POST", "PATCH"):
+            response = self.call(
+                verb,
+                f"{base}/{key}" if verb == "PATCH" else base,
+                json=doc,
+                ok=(200, 201, 400, 404),
+                write=True,
+            )
             if response.status_code in (200, 201):
-                return BatchResult([{"key": key}], [], calls=calls)
+                return BatchResult([{"key": key}], [])
             if verb == "PATCH" and response.status_code == 404:
                 continue  # not there yet: add it
-            if verb == "POST" and response.status_code == 400 and "exist" in response.text.lower():
-                continue  # already there: replace it
-            return BatchResult([], [{"key": key, "reason": _problem(response)}], calls=calls)
-        return BatchResult(
-            [], [{"key": key, "reason": "order could be neither added nor updated"}], calls=calls
-        )
+            if verb == "POST" and response.status_code == 400 and "already exists" in response.text.lower():
+                continue  # already there: update it
+            return BatchResult([], [{"key": key, "reason": redact(self._describe_error(response))[:300]}])
+        return BatchResult([], [{"key": key, "reason": "neither added nor updated"}])
 
     # -- paging ----------------------------------------------------------------------------------
     def _offset_pages(self, endpoint: str, items_key: str, params: dict[str, Any]) -> Iterator[list[dict]]:
@@ -257,11 +258,3 @@ def _reason(error: dict) -> str:
     field = error.get("field")
     text = error.get("error") or error.get("field_message") or "rejected"
     return f"{error.get('error_code') or 'ERROR'}: {text}" + (f" (field {field})" if field else "")
-
-
-def _problem(response) -> str:
-    try:
-        body = response.json()
-        return f"HTTP {response.status_code} {body.get('title', '')}: {body.get('detail', '')}"
-    except ValueError:
-        return f"HTTP {response.status_code}"

@@ -17,12 +17,13 @@ computes the whole desired audience (CPU, cheap) while sending only its differen
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
 
-from mailsync.hooks.crm import CrmHook
+from mailsync.hooks.base import VendorError
+from mailsync.hooks.crm import CrmHook, SearchWindowExceeded
 from mailsync.hooks.esp import EspHook
 from mailsync.hooks.sftp import LoyaltySftpHook
 from mailsync.mapping import engine
@@ -37,6 +38,7 @@ from mailsync.state import SyncState
 log = logging.getLogger(__name__)
 
 INTEGRATION = "crm_to_esp_contacts"
+SEARCH_INDEX_LAG = timedelta(minutes=15)
 ID = "hs_object_id"
 MODIFIED = "lastmodifieddate"
 
@@ -61,11 +63,21 @@ def extract(run: Run) -> dict[str, Any]:
     hook = CrmHook()
     properties = [c for c in engine.source_columns(mapping().sources["contacts"]).values() if c != ID]
     out = run.area / "extract" / "contacts"
-    since = min(run.start, high_water(run) or run.start)  # nights skipped (scheduler down) are caught up
-    pages = (
-        hook.iter_contacts(properties) if full else hook.iter_modified_contacts(properties, since, run.end)
-    )
-    rows = stage_pages(pages, out, columns=[*properties, ID])
+    # nights skipped (scheduler down) are caught up; the overlap covers HubSpot's search index lag
+    # (edits just before the interval end can show up minutes later) and costs nothing: merging a
+    # contact version twice changes nothing
+    since = min(run.start, high_water(run) or run.start) - SEARCH_INDEX_LAG
+    try:
+        pages = (
+            hook.iter_contacts(properties)
+            if full
+            else hook.iter_modified_contacts(properties, since, run.end)
+        )
+        rows = stage_pages(pages, out, columns=[*properties, ID])
+    except SearchWindowExceeded as exc:  # a bulk edit gave >10k contacts one timestamp: list them all
+        log.warning("%s: extracting every contact instead", exc)
+        full = True
+        rows = stage_pages(hook.iter_contacts(properties), out, columns=[*properties, ID])
     archived = [
         {"id": r[ID], "archived_at": r.get("archivedAt")}
         for page in hook.iter_contacts([MODIFIED], archived=True)
@@ -114,7 +126,13 @@ def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
         log.warning("No loyalty file for this night: tiers stay as last known")
         return {"file": None, "rows": 0}
     hook = LoyaltySftpHook()
-    download = hook.download(date.fromisoformat(day))
+    try:
+        download = hook.download(date.fromisoformat(day))
+    except VendorError as exc:  # half-written or damaged: never read as complete
+        if run.params.get("loyalty_required"):
+            raise
+        log.error("Loyalty file not usable, tiers stay as last known: %s", exc)
+        return {"file": None, "day": day, "error": str(exc), "rows": 0}
     out.write_bytes(LoyaltySftpHook.file_name, download.data)
     file_format = mapping().sources["loyalty"].file
     frame, bad = read_delimited(download.data, encoding=file_format.encoding, delimiter=file_format.delimiter)
@@ -213,12 +231,18 @@ def _validate_loyalty(run: Run, m) -> dict[str, Any]:
 def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> dict[str, Any]:
     """Merge tonight's good rows into the snapshot of these buckets; map them to ESP members.
 
-    After a full extract the snapshot is replaced (contacts gone from the CRM, e.g. erased,
-    drop out); after an incremental one, tonight's versions are merged in.
+    After a full extract the snapshot is rebuilt from it: contacts gone from the CRM (deleted,
+    erased) drop out, while a contact whose row was quarantined tonight keeps its last good
+    version (a bad birthday must not archive anybody). After an incremental extract, tonight's
+    versions are merged in.
     """
     m = mapping()
     validated = run.area / "validated" / "contacts"
     delta_ids = concat(validated.iter_parquet(), columns=[ID, MODIFIED])
+    extracted = (
+        set(concat((run.area / "extract" / "contacts").iter_parquet(columns=[ID]))[ID]) if full else set()
+    )
+    good_ids = set(delta_ids[ID])
     archived = (run.area / "extract").read_parquet("archived.parquet")
     loyalty_area = _loyalty_snapshot(run)
     loyalty = loyalty_area.read_parquet("loyalty.parquet") if loyalty_area.exists("loyalty.parquet") else None
@@ -229,7 +253,13 @@ def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> di
         delta = concat((validated / name).iter_parquet())
         snapshot = _contacts_snapshot(run)
         current = snapshot.read_parquet(f"{name}.parquet") if snapshot.exists(f"{name}.parquet") else None
-        merged = delta if full or current is None else _merge(current, delta, delta_ids, archived)
+        if current is None:
+            merged = delta
+        elif full:
+            still_there = current[ID].isin(extracted) & ~current[ID].isin(good_ids)
+            merged = pd.concat([delta, current[still_there.to_numpy()]], ignore_index=True)
+        else:
+            merged = _merge(current, delta, delta_ids, archived)
         snapshot.write_parquet(f"{name}.parquet", merged)
         kept, dropped = engine.deduplicate(m, "contacts", merged)
         members = engine.transform(m, kept, {"loyalty": loyalty} if loyalty is not None else {})
@@ -269,16 +299,23 @@ def diff(run: Run, transformed: dict[str, Any]) -> dict[str, Any]:
     state = SyncState(INTEGRATION)
     acked = state.load(buckets)
     upserts, removals, counts = sync.diff(desired, acked)
-    sync.guard_mass_removal(
-        counts,
-        len(acked),
-        max_share=float(run.params.get("max_removal_share", 0.1)),
-        allowed=bool(run.params.get("allow_mass_removal")),
-    )
     out = run.area / "diff" / f"partition={partition:03d}"
     out.write_parquet("upserts.parquet", upserts)
     out.write_parquet("removals.parquet", removals)
-    return {**transformed, **counts}
+    return {**transformed, **counts, "acked": len(acked)}
+
+
+def guard_removals(run: Run, diffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stop before any load when the run as a whole would remove a large share of the audience
+    (almost always an extract problem); hand the partitions on otherwise."""
+    diffs = [diffs] if isinstance(diffs, dict) else list(diffs)
+    sync.guard_mass_removal(
+        sum(d["to_remove"] for d in diffs),
+        sum(d["acked"] for d in diffs),
+        max_share=float(run.params.get("max_removal_share", 0.1)),
+        allowed=bool(run.params.get("allow_mass_removal")),
+    )
+    return diffs
 
 
 def load(run: Run, diffed: dict[str, Any], partitions: int) -> dict[str, Any]:

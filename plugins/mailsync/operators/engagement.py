@@ -170,8 +170,20 @@ def totals(daily: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+NARROWING = {  # sent only when this interval holds the event (see transform)
+    "unsubscribed_at": ("unsubscribed", "unsubscribed_at", "unsubscribe_campaign"),
+    "hard_bounce_at": ("hard_bounced", "hard_bounce_at", "hard_bounce_campaign"),
+}
+
+
 def transform(run: Run) -> dict[str, Any]:
-    """Replace this interval's day in the daily store; derive touched contacts' CRM values."""
+    """Replace this interval's day in the daily store; derive touched contacts' CRM values.
+
+    Touched: contacts with events in this interval, and those the interval's previous version
+    had (a rerun that finds fewer events must lower their totals). An opt-out or an invalid
+    email is written only by the interval that holds the unsubscribe or hard bounce: a later
+    open of someone who re-subscribed elsewhere never opts them out again.
+    """
     import pyarrow.dataset as ds
 
     events = concat((run.area / "validated" / "activity").iter_parquet())
@@ -179,18 +191,35 @@ def transform(run: Run) -> dict[str, Any]:
     store = run.current / "daily"
     name = f"interval={run.label}.parquet"
     _store_clicks(run, events, name)
+    before = set(store.read_parquet(name, columns=["email"])["email"]) if store.exists(name) else set()
     if day is None:
         if store.exists(name):
             store.file(name).unlink()
-        (run.area / "desired").clear()
+    else:
+        store.write_parquet(name, day)
+    touched = sorted(before | set(day["email"] if day is not None else []))
+    (run.area / "desired").clear()
+    if not touched:
         return {"events": 0, "contacts_touched": 0}
-    store.write_parquet(name, day)
-    touched = day["email"].tolist()
     target = store.path
-    dataset = ds.dataset(target.path, filesystem=target.fs, format="parquet")
-    history = dataset.to_table(filter=ds.field("email").isin(touched)).to_pandas()
-    raw = totals(history)
+    dataset = (
+        ds.dataset(target.path, filesystem=target.fs, format="parquet") if store.names(".parquet") else None
+    )
+    history = dataset.to_table(filter=ds.field("email").isin(touched)).to_pandas() if dataset else None
+    raw = totals(history) if history is not None and len(history) else pd.DataFrame({"email": touched})
+    raw = raw.set_index("email").reindex(touched).reset_index()  # a contact with no day left: totals zero
     m = mapping()
+    for column in m.sources["totals"].inputs:
+        if column not in raw:
+            raw[column] = None
+    for column in ("opens_total", "clicks_total", "soft_bounces_total", "campaigns_engaged"):
+        raw[column] = raw[column].fillna(0)
+    today = day.set_index("email") if day is not None else pd.DataFrame(columns=list(NARROWING))
+    for moment, columns in NARROWING.items():
+        here = raw["email"].map(today[moment]).notna().to_numpy() if moment in today else False
+        for column in columns:
+            if column in raw:
+                raw[column] = raw[column].astype(object).where(here, None)
     desired = engine.transform(m, engine.prepare(m, "totals", raw))
     desired[sync.BUCKET] = engine.bucket_of(desired[engine.KEY], BUCKETS)
     (run.area / "desired").write_parquet("contacts.parquet", desired)

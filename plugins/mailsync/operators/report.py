@@ -21,7 +21,7 @@ def contacts_report(
 ) -> dict[str, Any]:
     """Summary of a crm_to_esp_contacts run; also written as report.json beside the run's files."""
     contacts, tiers = validate.get("contacts", {}), validate.get("loyalty", {})
-    loads = [loads] if isinstance(loads, dict) else list(loads)  # one partition: Airflow hands the dict
+    loads = [loads] if isinstance(loads, dict) else list(loads)  # a mapped task's results, as a list
     report = {
         "dag_id": run.dag_id,
         "run_id": run.run_id,

@@ -27,6 +27,13 @@ class Run:
             params=dict(context["params"]),
         )
 
+    @classmethod
+    def of_current_task(cls) -> Run:
+        """The run of the task being executed (call it inside a task)."""
+        from airflow.sdk import get_current_context
+
+        return cls.from_context(get_current_context())
+
     @property
     def label(self) -> str:
         return interval_label(self.start, self.end)

@@ -17,7 +17,8 @@ from mailsync.mapping import engine
 from mailsync.mapping.spec import load_mapping
 from mailsync.operators import sync
 from mailsync.operators.run import Run
-from mailsync.operators.shop import ORDERS, _audience_members, amounts, buyer_totals
+from mailsync.operators.shop import ORDERS, amounts, buyer_totals
+from mailsync.settings import BUCKETS
 from mailsync.staging import state_area
 from mailsync.state import SyncState
 
@@ -36,7 +37,7 @@ def refresh(run: Run) -> dict[str, Any]:
         return {"tag": tag, "members_tagged": 0, "note": "no orders yet"}
     orders = amounts(snapshot.read_parquet("orders.parquet"), load_mapping(ORDERS))
     totals = buyer_totals(orders)
-    members = _audience_members()
+    members = sync.audience_members()
     qualifying = set(totals.loc[totals["total_spent"] >= threshold, "email"]) & members
     state = SyncState(f"segment:{tag}")
     tagged = set(state.load()["key"])
@@ -46,7 +47,7 @@ def refresh(run: Run) -> dict[str, Any]:
     hook = EspHook()
     changes = [(e, [{"name": tag, "status": "active"}]) for e in add]
     changes += [(e, [{"name": tag, "status": "inactive"}]) for e in remove]
-    meta = {e: ("tagged", int(engine.bucket_of(pd.Series([e]), 32)[0])) for e in add}
+    meta = {e: ("tagged", int(engine.bucket_of(pd.Series([e]), BUCKETS)[0])) for e in add}
     for result in hook.set_tags(changes):
         sync.acknowledge(state, [a for a in result.accepted if a["key"] in meta], meta, run.run_id)
         state.forget([a["key"] for a in result.accepted if a["key"] not in meta])

@@ -26,7 +26,7 @@ from mailsync.mapping.spec import load_mapping
 from mailsync.operators import sync
 from mailsync.operators.engagement import clicks_between
 from mailsync.operators.run import Run
-from mailsync.operators.staged import concat, stage_pages, validate_chunks
+from mailsync.operators.staged import Stager, concat, validate_chunks
 from mailsync.settings import BUCKETS, INCLUDE_DIR
 from mailsync.state import SyncState
 
@@ -79,13 +79,17 @@ def _flat_order(order: dict) -> dict:
     }
 
 
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
 def _flat_lines(order: dict) -> list[dict]:
     return [
         {
             "order_id": str(order["id"]),
-            "line_id": str(li.get("id")),
-            "product_id": str(li.get("product_id")),
-            "variant_id": str(li.get("variant_id")),
+            "line_id": _text(li.get("id")),
+            "product_id": _text(li.get("product_id")),  # null for custom items: quarantined, not "None"
+            "variant_id": _text(li.get("variant_id")),
             "title": li.get("title"),
             "variant_title": li.get("variant_title"),
             "quantity": li.get("quantity"),
@@ -102,15 +106,13 @@ def extract(run: Run) -> dict[str, Any]:
 
     started_at = datetime.now(UTC).isoformat()
     hook = ShopHook()
-    pages = [[o for o in page if _before(o, run.end)] for page in hook.iter_orders(run.start, run.end)]
-    orders = stage_pages(
-        ([_flat_order(o) for o in p] for p in pages), run.area / "extract" / "orders", columns=ORDER_COLUMNS
-    )
-    lines = stage_pages(
-        ([li for o in p for li in _flat_lines(o)] for p in pages),
-        run.area / "extract" / "lines",
-        columns=LINE_COLUMNS,
-    )
+    orders_out = Stager(run.area / "extract" / "orders", ORDER_COLUMNS)
+    lines_out = Stager(run.area / "extract" / "lines", LINE_COLUMNS)
+    for page in hook.iter_orders(run.start, run.end):  # one pass, a chunk at a time in memory
+        kept = [o for o in page if _before(o, run.end)]
+        orders_out.add([_flat_order(o) for o in kept])
+        lines_out.add([li for o in kept for li in _flat_lines(o)])
+    orders, lines = orders_out.close(), lines_out.close()
     log.info("Extracted %d orders with %d line items", orders, lines)
     return {"started_at": started_at, "orders": orders, "lines": lines, **hook.stats.as_dict()}
 
@@ -147,11 +149,19 @@ def transform(run: Run) -> dict[str, Any]:
     campaigns = _campaigns(run)
     window = timedelta(days=orders_map.attribution.window_days if orders_map.attribution else 7)
     clicks = clicks_between(run.end - timedelta(days=60), run.end)
-    attributed = amounts(attribute(orders, campaigns, clicks, window), orders_map)
+    orders = attribute(orders, campaigns, clicks, window)
+    snapshot = run.current / "snapshots"
+    snapshot.write_parquet("orders.parquet", orders)  # with the attribution: found once, kept
+    snapshot.write_parquet("lines.parquet", lines)
+    attributed = amounts(orders, orders_map)
 
     touched = attributed[attributed["id"].isin(delta["id"])] if len(delta) else attributed.iloc[0:0]
+    acked = set(SyncState(ORDERS).load()["key"])
+    todo = attributed[
+        attributed["id"].isin(touched["id"]) | ~attributed["id"].isin(acked)
+    ]  # + earlier rejects
     desired_orders = engine.transform(
-        orders_map, engine.prepare(orders_map, "attributed", _attributed_inputs(touched))
+        orders_map, engine.prepare(orders_map, "attributed", _attributed_inputs(todo))
     )
     desired_orders["lines"] = _lines_json(desired_orders["id"], lines)
     desired_orders[sync.BUCKET] = engine.bucket_of(desired_orders[engine.KEY], BUCKETS)
@@ -185,14 +195,20 @@ def _merge_snapshot(
     run: Run, delta: pd.DataFrame, delta_lines: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Latest version of every order (by updated_at) with its lines; reruns and older backfills
-    change nothing. Lines of quarantined orders never enter."""
+    change nothing. Lines of quarantined orders never enter. An order keeps the campaign it was
+    attributed to when first seen, whatever later versions (refunds) say."""
     snap = run.current / "snapshots"
     current = snap.read_parquet("orders.parquet") if snap.exists("orders.parquet") else delta.iloc[0:0]
     current_lines = (
         snap.read_parquet("lines.parquet") if snap.exists("lines.parquet") else delta_lines.iloc[0:0]
     )
     both = pd.concat([current.assign(_new=False), delta.assign(_new=True)], ignore_index=True)
-    both = both.sort_values(["updated_at", "_new"], kind="stable").drop_duplicates("id", keep="last")
+    both = both.sort_values(["updated_at", "_new"], kind="stable")
+    if "rule" in both:  # carry the first attribution over to the newest version
+        first = both.dropna(subset=["rule"]).drop_duplicates("id", keep="first").set_index("id")
+        both["campaign_id"] = both["id"].map(first["campaign_id"]).astype("string")
+        both["rule"] = both["id"].map(first["rule"]).astype("string")
+    both = both.drop_duplicates("id", keep="last")
     fresh = set(both.loc[both["_new"], "id"])
     lines = pd.concat(
         [
@@ -201,10 +217,7 @@ def _merge_snapshot(
         ],
         ignore_index=True,
     )
-    orders = both.drop(columns="_new").reset_index(drop=True)
-    snap.write_parquet("orders.parquet", orders)
-    snap.write_parquet("lines.parquet", lines)
-    return orders, lines
+    return both.drop(columns="_new").reset_index(drop=True), lines
 
 
 def _campaigns(run: Run) -> pd.DataFrame:
@@ -231,7 +244,8 @@ def _squash(text: pd.Series) -> pd.Series:
 def attribute(
     orders: pd.DataFrame, campaigns: pd.DataFrame, clicks: pd.DataFrame, window: timedelta
 ) -> pd.DataFrame:
-    """Add campaign_id and the rule that found it (see the mapping's description)."""
+    """Add campaign_id and the rule that found it (see the mapping's description). An order
+    attributed before keeps its campaign; only unattributed ones are looked at again."""
     out = orders.copy()
     known = set(campaigns["campaign_id"])
     sites = out["landing_site"].fillna("") + " " + out["referring_site"].fillna("")
@@ -241,12 +255,18 @@ def attribute(
     slug_to_id = dict(zip(_squash(campaigns["title"]), campaigns["campaign_id"], strict=True))
     by_utm = _squash(utm).map(slug_to_id).where(utm.notna())
     by_click = _last_click(out, clicks, window)
-    out["campaign_id"] = by_mc_cid.fillna(by_utm).fillna(by_click).astype("string")
-    out["rule"] = pd.Series(pd.NA, index=out.index, dtype="string")
-    out.loc[by_click.notna().to_numpy(), "rule"] = "last_click"
-    out.loc[by_utm.notna().to_numpy(), "rule"] = "utm_campaign"
-    out.loc[by_mc_cid.notna().to_numpy(), "rule"] = "mc_cid"
-    out["rule"] = out["rule"].fillna("unattributed")
+    found = by_mc_cid.fillna(by_utm).fillna(by_click).astype("string")
+    rule = pd.Series("unattributed", index=out.index, dtype="string")
+    rule[by_click.notna().to_numpy()] = "last_click"
+    rule[by_utm.notna().to_numpy()] = "utm_campaign"
+    rule[by_mc_cid.notna().to_numpy()] = "mc_cid"
+    kept = (
+        out["rule"].notna() & out["rule"].ne("unattributed")
+        if "rule" in out
+        else pd.Series(False, index=out.index)
+    )
+    out["campaign_id"] = out["campaign_id"].where(kept, found) if "campaign_id" in out else found
+    out["rule"] = out["rule"].where(kept, rule) if "rule" in out else rule
     return out
 
 
@@ -281,7 +301,14 @@ def amounts(orders: pd.DataFrame, mapping) -> pd.DataFrame:
     left = pd.DataFrame(
         {"row": range(len(out)), "day": day.to_numpy(), "currency": out["currency"].astype(str).to_numpy()}
     )
-    joined = pd.merge_asof(left.sort_values("day"), rates, on="day", by="currency", direction="backward")
+    joined = pd.merge_asof(
+        left.sort_values("day"),
+        rates,
+        on="day",
+        by="currency",
+        direction="backward",
+        tolerance=pd.Timedelta(days=4),
+    )  # a rate older than a few days is no rate: the run fails and names the file to extend
     rate = joined.set_index("row")["rate"].reindex(range(len(out))).to_numpy()
     out["net_reporting"] = (out["net_total"].to_numpy(dtype=float) * rate).round(2)
     missing = out["net_reporting"].isna() & out["counted"]
@@ -420,12 +447,12 @@ def revenue_table(orders: pd.DataFrame, campaigns: pd.DataFrame, start, end) -> 
 
 
 def revenue_report(run: Run, orders: pd.DataFrame, campaigns: pd.DataFrame, *, days: int) -> dict[str, Any]:
-    from mailsync.reporting import render_revenue_page
+    from mailsync.reporting import csv_for_people, render_revenue_page
 
     start = run.end - timedelta(days=days)
     table = revenue_table(orders, campaigns, start, run.end)
     out = run.area / "report"
-    csv_path = out.write_text("revenue_by_campaign_day.csv", _csv(table))
+    csv_path = out.write_text("revenue_by_campaign_day.csv", csv_for_people(table))
     html_path = out.write_text("revenue.html", render_revenue_page(table, start=start, end=run.end))
     return {
         "revenue_eur": float(table["revenue_eur"].sum()) if len(table) else 0.0,
@@ -434,19 +461,12 @@ def revenue_report(run: Run, orders: pd.DataFrame, campaigns: pd.DataFrame, *, d
     }
 
 
-def _csv(table: pd.DataFrame) -> str:
-    safe = table.copy()
-    for column in ("campaign", "campaign_title"):  # defuse spreadsheet formulas in free text
-        safe[column] = safe[column].astype("string").str.replace(r"^([=+\-@\t\r])", r"'\1", regex=True)
-    return safe.to_csv(index=False)
-
-
 # -- load ------------------------------------------------------------------------------------------
 def load(run: Run) -> dict[str, Any]:
     """Products, then orders, then buyer totals; only for customers who are audience members."""
     area = run.area / "desired"
     orders, products, buyers = (area.read_parquet(f"{n}.parquet") for n in ("orders", "products", "buyers"))
-    members = _audience_members()
+    members = sync.audience_members()
     known = orders["customer.email_address"].str.lower().isin(members)
     unknown = orders[~known.fillna(False).to_numpy()]
     orders = orders[known.fillna(False).to_numpy()]
@@ -464,7 +484,7 @@ def load(run: Run) -> dict[str, Any]:
         }
     hook = EspHook()
     result["products"] = _load_products(hook, products, run.run_id)
-    result["orders"] = _load_orders(hook, orders, run.run_id)
+    result["orders"] = _load_orders(hook, orders, run.run_id, out=run.area / "load")
     upserts, _, counts = sync.diff(buyers, SyncState(BUYERS).load(sorted(set(buyers[sync.BUCKET]))))
     result["buyers"] = sync.load_members(
         hook,
@@ -484,12 +504,6 @@ def load(run: Run) -> dict[str, Any]:
         result["write_calls"],
     )
     return result
-
-
-def _audience_members() -> set[str]:
-    """Emails the contacts sync has acknowledged as members (erased ones are gone from it)."""
-    state = SyncState("crm_to_esp_contacts").load()
-    return set(state.loc[state["status"].ne("archived").fillna(True).to_numpy(), "key"])
 
 
 def _no_removals() -> pd.DataFrame:
@@ -512,7 +526,7 @@ def _load_products(hook: EspHook, products: pd.DataFrame, run_id: str) -> dict[s
     return {"sent": len(upserts), "unchanged": counts["unchanged"]}
 
 
-def _load_orders(hook: EspHook, orders: pd.DataFrame, run_id: str) -> dict[str, int]:
+def _load_orders(hook: EspHook, orders: pd.DataFrame, run_id: str, *, out) -> dict[str, Any]:
     """An order's fingerprint covers its lines too: a changed line sends the order again."""
     state = SyncState(ORDERS)
     prints = [
@@ -530,7 +544,13 @@ def _load_orders(hook: EspHook, orders: pd.DataFrame, run_id: str) -> dict[str, 
     for result in hook.upsert_orders((doc, doc["id"] in known) for doc in payloads):
         sync.acknowledge(state, result.accepted, meta, run_id)
         rejected.extend(result.rejected)
-    return {"sent": len(upserts), "unchanged": counts["unchanged"], "rejected": len(rejected)}
+    path = out.write_text("rejected_orders.csv", sync.rejected_csv(rejected))  # tried again next run
+    return {
+        "sent": len(upserts),
+        "unchanged": counts["unchanged"],
+        "rejected": len(rejected),
+        "rejected_file": str(path),
+    }
 
 
 def _digest(text: str) -> str:

@@ -13,20 +13,40 @@ from mailsync.settings import CHUNK_ROWS
 from mailsync.staging import Area
 
 
+class Stager:
+    """Writes records to a folder as Parquet chunks of CHUNK_ROWS strings; never holds more than
+    a chunk. Several stagers can be fed from one pass over a vendor's pages."""
+
+    def __init__(self, out: Area, columns: list[str]) -> None:
+        self.out, self.columns = out, columns
+        self.buffer: list[dict] = []
+        self.rows = self.part = 0
+        out.clear()
+
+    def add(self, records: list[dict]) -> None:
+        self.buffer.extend(records)
+        while len(self.buffer) >= CHUNK_ROWS:
+            self._flush(self.buffer[:CHUNK_ROWS])
+            self.buffer = self.buffer[CHUNK_ROWS:]
+
+    def close(self) -> int:
+        if self.buffer or self.part == 0:
+            self._flush(self.buffer)
+            self.buffer = []
+        return self.rows
+
+    def _flush(self, records: list[dict]) -> None:
+        self.out.write_parquet(f"part-{self.part:05d}.parquet", records_frame(records, self.columns))
+        self.rows += len(records)
+        self.part += 1
+
+
 def stage_pages(pages: Iterable[list[dict]], out: Area, *, columns: list[str]) -> int:
-    """Write pages of records as Parquet chunks of CHUNK_ROWS strings; never hold more than a chunk."""
-    out.clear()
-    buffer: list[dict] = []
-    rows = part = 0
+    """Stage pages of records (see Stager); returns the number of rows."""
+    stager = Stager(out, columns)
     for page in pages:
-        buffer.extend(page)
-        while len(buffer) >= CHUNK_ROWS:
-            out.write_parquet(f"part-{part:05d}.parquet", records_frame(buffer[:CHUNK_ROWS], columns))
-            rows, part, buffer = rows + CHUNK_ROWS, part + 1, buffer[CHUNK_ROWS:]
-    if buffer or part == 0:
-        out.write_parquet(f"part-{part:05d}.parquet", records_frame(buffer, columns))
-        rows += len(buffer)
-    return rows
+        stager.add(page)
+    return stager.close()
 
 
 def records_frame(records: list[dict], columns: list[str]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mailsync.mapping.engine import FINGERPRINT, KEY
 from mailsync.mapping.spec import Mapping
+from mailsync.reporting import csv_for_people
 from mailsync.staging import Area
 from mailsync.state import SyncState
 
@@ -51,6 +52,13 @@ def diff(desired: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
     return upserts.reset_index(drop=True), removals.reset_index(drop=True), counts
 
 
+def audience_members() -> set[str]:
+    """Emails the contacts sync has acknowledged as audience members (removed ones are forgotten;
+    members the ESP keeps archived are not counted)."""
+    state = SyncState("crm_to_esp_contacts").load()
+    return set(state.loc[state["status"].ne("archived").fillna(True).to_numpy(), "key"])
+
+
 def ack_meta(records: pd.DataFrame) -> dict[str, tuple[str, int]]:
     """key -> (fingerprint, bucket) of the records being sent, to acknowledge what is accepted."""
     return dict(zip(records[KEY], zip(records[FINGERPRINT], records[BUCKET], strict=True), strict=True))
@@ -75,13 +83,14 @@ def acknowledge(
     )
 
 
-def guard_mass_removal(counts: dict[str, int], state_size: int, *, max_share: float, allowed: bool) -> None:
+def guard_mass_removal(to_remove: int, state_size: int, *, max_share: float, allowed: bool) -> None:
+    """Refuse removing more than `max_share` of what the destination holds (small audiences exempt)."""
     if allowed or state_size < 100:
         return
-    share = counts["to_remove"] / state_size
+    share = to_remove / state_size
     if share > max_share:
         raise MassRemovalRefused(
-            f"this run would remove {counts['to_remove']} of {state_size} acknowledged records "
+            f"this run would remove {to_remove} of {state_size} acknowledged records "
             f"({share:.1%} > {max_share:.0%}); check the extract, or trigger with allow_mass_removal=true"
         )
 
@@ -168,10 +177,7 @@ def load_members(
 
 
 def rejected_csv(rejected: list[dict[str, Any]]) -> str:
-    frame = pd.DataFrame(rejected, columns=["key", "reason"])
-    for column in frame.columns:  # defuse spreadsheet formulas
-        frame[column] = frame[column].astype("string").str.replace(r"^([=+\-@\t\r])", r"'\1", regex=True)
-    return frame.to_csv(index=False)
+    return csv_for_people(pd.DataFrame(rejected, columns=["key", "reason"]))
 
 
 def concurrency_share(total: int, partitions: int) -> int:

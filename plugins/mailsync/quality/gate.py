@@ -24,11 +24,10 @@ import pandas as pd
 from mailsync.mapping import engine
 from mailsync.mapping.spec import Mapping
 from mailsync.quality.report import render_report
+from mailsync.reporting import safe_cell
 from mailsync.staging import Area
 
 log = logging.getLogger(__name__)
-
-_UNSAFE_CSV_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class QualityGateFailed(Exception):
@@ -124,6 +123,7 @@ class QualityGate:
         self._parts.clear()
         self._context = None
         self._batch_definition = None
+        self._schema_checked = False
 
     # -- GX plumbing --------------------------------------------------------------------------
     def _batch(self, frame: pd.DataFrame):
@@ -166,6 +166,7 @@ class QualityGate:
     def check_schema(self, columns: list[str]) -> None:
         """Dataset-level: every column the mapping reads is present (schema drift fails here)."""
         _, gxe = _gx()
+        self._schema_checked = True
         needed = sorted(set(engine.source_columns(self.source).values()))
         probe = pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
         expectation = gxe.ExpectTableColumnsToMatchSet(column_set=needed, exact_match=False)
@@ -179,7 +180,7 @@ class QualityGate:
 
     def validate(self, raw: pd.DataFrame, *, row_offset: int) -> pd.DataFrame:
         """Quarantine the chunk's bad rows; return its good rows, prepared (typed, keyed)."""
-        if not self.summary.rows_in and not self.summary.failures:
+        if not self._schema_checked:
             self.check_schema(list(raw.columns))
         if self.summary.failures:
             self.finish()  # writes the report, then raises
@@ -302,21 +303,22 @@ class QualityGate:
                 min_value=checks.row_count.min, max_value=checks.row_count.max, meta={"rule": "row_count"}
             )
         )
-        share = self.source.duplicates.max_share
-        if len(slim) and share < 1:  # max_share 1: many rows per key is the nature of the data
+        dup_share = self.source.duplicates.max_share
+        if len(slim) and dup_share < 1:  # max_share 1: many rows per key is the nature of the data
             suite.add_expectation(
                 gxe.ExpectColumnValuesToBeUnique(
                     column=engine.KEY,
-                    mostly=max(1 - share, 1e-9) if share else 1.0,
+                    mostly=max(1 - dup_share, 1e-9) if dup_share else 1.0,
                     row_condition="__good == True",
                     condition_parser="pandas",
-                    meta={"rule": "duplicate_keys", "max_share": share},
+                    meta={"rule": "duplicate_keys", "max_share": dup_share},
                 )
             )
-            for column, share in checks.max_null_share.items():
+        for column, null_share in checks.max_null_share.items():
+            if len(slim):
                 suite.add_expectation(
                     gxe.ExpectColumnValuesToNotBeNull(
-                        column=column, mostly=max(1 - share, 1e-9), meta={"rule": f"null_share_{column}"}
+                        column=column, mostly=max(1 - null_share, 1e-9), meta={"rule": f"null_share_{column}"}
                     )
                 )
         result = self._batch(slim).validate(suite, result_format="SUMMARY")
@@ -356,7 +358,7 @@ class QualityGate:
         writer.writerow(columns)
         for frame in frames:
             for row in frame.reindex(columns=columns).itertuples(index=False):
-                writer.writerow(["" if pd.isna(v) else _safe_cell(str(v)) for v in row])
+                writer.writerow(["" if pd.isna(v) else safe_cell(str(v)) for v in row])
         path = self.area.write_text("quarantine.csv", buffer.getvalue())
         self._parts.clear()
         return path
@@ -372,7 +374,3 @@ class QualityGate:
             + "; ".join(s.failures)
             + (f". Report: {s.report}" if s.report else "")
         )
-
-
-def _safe_cell(value: str) -> str:
-    return "'" + value if value.startswith(_UNSAFE_CSV_START) else value

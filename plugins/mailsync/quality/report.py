@@ -47,14 +47,18 @@ def render_report(s: GateSummary) -> str:
         for c in s.checks
         if c.level == "row"
     )
-    failures = "".join(f"<li>{e(f)}</li>" for f in s.failures) or "<li>none</li>"
+    failures = (
+        "<h2>Why the run failed</h2><ul>" + "".join(f"<li>{e(f)}</li>" for f in s.failures) + "</ul>"
+        if s.failures
+        else ""
+    )
     quarantine = s.quarantine.rsplit("/", 1)[-1] if s.quarantine else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Quality report {e(s.mapping)}.{e(s.source)}</title>
 <style>{_STYLE}</style></head><body>
 <h1>Data quality: {e(s.mapping)} / {e(s.source)}</h1>
 <table>{summary}</table>
-<h2>Why the run failed</h2><ul>{failures}</ul>
+{failures}
 <h2>Dataset-level checks</h2>
 <table><tr><th>Check</th><th>Expectation</th><th>Column</th><th>Result</th><th>Detail</th></tr>{dataset}</table>
 <h2>Row-level checks (failing rows are quarantined)</h2>

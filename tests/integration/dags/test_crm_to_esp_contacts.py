@@ -96,7 +96,8 @@ def test_a_one_percent_night_writes_only_the_changed_contacts(world):
     assert set(written) <= changed_emails and len(written) >= 0.8 * len(changed_emails)
     assert max(written.values()) == 1
     report = dagrun.report(night)
-    assert report["extracted"] == len(changed_ids) and report["esp_write_calls"] <= report["partitions"]
+    # the 15-minute overlap for HubSpot's index lag may bring a few more, merged without effect
+    assert report["extracted"] >= len(changed_ids) and report["esp_write_calls"] <= report["partitions"]
     assert report["changed"] == len(written)
 
 
@@ -130,6 +131,26 @@ def test_deleted_and_erased_contacts_are_archived(world):
     assert full.state == "success"
     assert world.esp_member(erased["properties"]["email"].strip())["status"] == "archived"
     assert dagrun.report(full)["archived"] == 1
+
+
+def test_a_full_refresh_never_archives_a_contact_whose_row_was_quarantined(world):
+    from mailsync.hooks.crm import CrmHook
+
+    assert dagrun.run(DAG, NIGHT1, full_refresh=True, **QUICK).state == "success"
+    member = next(m for m in members_by_email(world).values() if m["status"] == "subscribed")
+    contact = next(
+        c
+        for c in world.crm_contacts()
+        if (c["properties"]["email"] or "").strip().lower() == member["email_address"].lower()
+    )
+    world.set_clock("2026-11-20T05:00:00Z")
+    bad_birthday = {"inputs": [{"id": contact["id"], "properties": {"date_of_birth": "31.02.1990"}}]}
+    CrmHook().call("POST", "crm/v3/objects/contacts/batch/update", json=bad_birthday, write=True)
+    night = dagrun.run(DAG, NIGHT2, full_refresh=True, **QUICK)
+    assert night.state == "success"
+    report = dagrun.report(night)
+    assert report["archived"] == 0 and report["quarantine_reasons"].get("unparseable_date", 0) >= 1
+    assert world.esp_member(member["email_address"])["status"] == "subscribed"
 
 
 def test_legacy_encoded_loyalty_file_is_read_right(world, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from mailsync.hooks import crm
 from mailsync.hooks.base import VendorError
-from mailsync.hooks.crm import CrmHook
+from mailsync.hooks.crm import CrmHook, SearchWindowExceeded
 from tests.connections import variant
 
 START, END = datetime(2026, 11, 13, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
@@ -54,7 +54,7 @@ def test_search_with_many_equal_timestamps_still_returns_each_contact_once(vendo
     start, end = datetime(2026, 11, 21, tzinfo=UTC), datetime(2026, 11, 22, tzinfo=UTC)
     monkeypatch.setattr(crm, "SEARCH_WINDOW", 20)
     monkeypatch.setattr(crm, "SEARCH_PAGE", 10)
-    with pytest.raises(VendorError, match="share lastmodifieddate"):
+    with pytest.raises(SearchWindowExceeded, match="share lastmodifieddate"):
         list(CrmHook().iter_modified_contacts(["email"], start, end))
     monkeypatch.setattr(crm, "SEARCH_WINDOW", 200)
     got = [
@@ -69,9 +69,9 @@ def test_batch_update_reports_unknown_contacts_and_isolates_an_invalid_input(ven
         for c in vendors.crm_contacts()[:150]
         if c["properties"]["email"]
     ]
-    updates = [{"id": e, "properties": {"esp_opens_total": "3"}} for e in emails]
-    updates.insert(10, {"id": "nobody@nowhere.example", "properties": {"esp_opens_total": "1"}})
-    updates.insert(20, {"id": emails[0], "properties": {"no_such_property": "x"}})
+    updates = [{"email": e, "properties": {"esp_opens_total": "3"}} for e in emails]
+    updates.insert(10, {"email": "nobody@nowhere.example", "properties": {"esp_opens_total": "1"}})
+    updates.insert(20, {"email": emails[0], "properties": {"no_such_property": "x"}})
     hook = CrmHook()
     results = list(hook.update_contacts(updates))
     rejected = {r["key"]: r["reason"] for res in results for r in res.rejected}
@@ -84,6 +84,20 @@ def test_batch_update_reports_unknown_contacts_and_isolates_an_invalid_input(ven
     assert props[emails[5]]["esp_opens_total"] == "3"
     assert "nobody@nowhere.example" not in props  # reported, never created
     assert hook.stats.writes > 2  # the batch holding the invalid input was split
+    updates_by_id = [r for r in vendors.requests("crm") if r["path"].endswith("/batch/update")]
+    assert updates_by_id and all("@" not in k for r in updates_by_id for k in r["record_keys"])  # by id
+
+
+def test_an_error_every_record_shares_fails_the_task_instead_of_rejecting_all(vendors):
+    emails = [
+        c["properties"]["email"].strip().lower()
+        for c in vendors.crm_contacts()[:60]
+        if c["properties"]["email"]
+    ]
+    hook = CrmHook()
+    with pytest.raises(VendorError, match=r"CRM refuses every contact of a batch.*no_such_property"):
+        list(hook.update_contacts([{"email": e, "properties": {"no_such_property": "x"}} for e in emails]))
+    assert hook.stats.writes == 3  # the batch and its two halves, not one call per contact
 
 
 def test_missing_or_wrong_token_is_a_clear_error(vendors, connections):

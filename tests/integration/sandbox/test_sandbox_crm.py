@@ -234,3 +234,10 @@ def test_properties_endpoint(crm):
         names
     )
     assert names["esp_last_open_at"]["type"] == "datetime" and names["marketing_consent"]["type"] == "bool"
+
+
+def test_batch_update_by_email_is_refused_as_hubspot_does(fresh_sandbox, crm):
+    email = next(c["properties"]["email"] for c in fresh_sandbox.crm_contacts() if c["properties"]["email"])
+    body = {"inputs": [{"id": email, "idProperty": "email", "properties": {"city": "Kiel"}}]}
+    response = crm.post(f"{CONTACTS}/batch/update", json=body)
+    assert response.status_code == 400 and "non-unique 0-1 property email" in response.json()["message"]

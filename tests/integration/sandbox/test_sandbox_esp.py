@@ -291,7 +291,15 @@ def test_ecommerce_products_customers_orders(fresh_sandbox, esp):
     base = f"/ecommerce/stores/{store_id}"
     assert esp.get("/ecommerce/stores").json()["total_items"] == 1
     product = {"id": "p1", "title": "Socks", "variants": [{"id": "v1", "title": "M", "price": 9.9}]}
-    assert esp.request("PUT", f"{base}/products/p1", json=product).status_code == 200
+    assert esp.post(f"{base}/products", json=product).status_code == 200
+    assert esp.post(f"{base}/products", json=product).status_code == 400  # the id exists
+    assert esp.request("PUT", f"{base}/products/p1", json=product).status_code == 405  # Mailchimp has no PUT
+    more = {"variants": [{"id": "v2", "title": "L", "price": 9.9}]}
+    assert [v["id"] for v in esp.request("PATCH", f"{base}/products/p1", json=more).json()["variants"]] == [
+        "v1",
+        "v2",
+    ]
+    assert esp.request("PATCH", f"{base}/products/nope", json=more).status_code == 404
     unsub = by_status(sb, "unsubscribed")[0]
     order = {
         "id": "o1",
