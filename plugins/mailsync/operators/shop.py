@@ -521,7 +521,7 @@ def _load_products(hook: EspHook, products: pd.DataFrame, run_id: str) -> dict[s
     )
     upserts, _, counts = sync.diff(products, state.load([0]))
     meta = sync.ack_meta(upserts)
-    for result in hook.put_products(json.loads(doc) for doc in upserts["doc"]):
+    for result in hook.upsert_products(json.loads(doc) for doc in upserts["doc"]):
         sync.acknowledge(state, result.accepted, meta, run_id)
     return {"sent": len(upserts), "unchanged": counts["unchanged"]}
 
