@@ -56,15 +56,16 @@ def main() -> None:
                 run, elapsed = dag_run("esp_to_crm_engagement", day.isoformat())
                 rows += _report(run)["activity_rows"]
                 seconds += elapsed
-            crm_writes = sum(
-                1 for r in sb.requests("crm") if r["method"] == "POST" and "batch/update" in r["path"]
-            )
+            posts = [r["path"] for r in sb.requests("crm") if r["method"] == "POST"]
+            crm_writes = sum(1 for p in posts if p.endswith("batch/update"))
+            crm_reads = sum(1 for p in posts if p.endswith("batch/read"))  # email -> id look-ups
             engagement = {
                 "activity_rows": int(rows),
                 "seconds": round(seconds, 1),
                 "activity_rows_per_s": round(rows / seconds),
                 "crm_write_calls": crm_writes,
                 "crm_write_calls_per_100k_rows": round(crm_writes / rows * 100_000, 1),
+                "crm_calls_per_100k_rows": round((crm_writes + crm_reads) / rows * 100_000, 1),
             }
             sb.clear_requests()
             orders = seconds = 0.0

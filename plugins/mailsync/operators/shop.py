@@ -159,7 +159,7 @@ def transform(run: Run) -> dict[str, Any]:
     acked = set(SyncState(ORDERS).load()["key"])
     todo = attributed[
         attributed["id"].isin(touched["id"]) | ~attributed["id"].isin(acked)
-    ]  # + earlier rejects
+    ]  # the interval's orders, and any the ESP has not acknowledged yet (earlier rejects)
     desired_orders = engine.transform(
         orders_map, engine.prepare(orders_map, "attributed", _attributed_inputs(todo))
     )
@@ -167,8 +167,8 @@ def transform(run: Run) -> dict[str, Any]:
     desired_orders[sync.BUCKET] = engine.bucket_of(desired_orders[engine.KEY], BUCKETS)
     out = run.area / "desired"
     out.write_parquet("orders.parquet", desired_orders)
-    # every product with every variant ever sold: a PUT replaces the product, so a partial one
-    # would drop variants that older orders use; the diff sends only products that changed
+    # every product with every variant ever sold, so its doc is stable: the diff sends only
+    # products that really changed (a new variant), and order lines always find theirs
     out.write_parquet("products.parquet", _products(lines))
 
     buyers_map = load_mapping(BUYERS)
