@@ -535,13 +535,15 @@ def _load_orders(hook: EspHook, orders: pd.DataFrame, run_id: str, *, out) -> di
     orders = orders.assign(**{engine.FINGERPRINT: pd.Series(prints, index=orders.index, dtype="string")})
     acked = state.load(sorted(set(orders[sync.BUCKET])))
     upserts, _, counts = sync.diff(orders, acked)
-    payloads = sync.payloads(load_mapping(ORDERS), upserts)
-    for doc, lines in zip(payloads, upserts["lines"], strict=True):
-        doc["lines"] = json.loads(lines)
     meta = sync.ack_meta(upserts)
     known = set(acked["key"])
+
+    def orders_with_lines():
+        for doc, lines in zip(sync.payloads(load_mapping(ORDERS), upserts), upserts["lines"], strict=True):
+            yield {**doc, "lines": json.loads(lines)}, doc["id"] in known
+
     rejected = []
-    for result in hook.upsert_orders((doc, doc["id"] in known) for doc in payloads):
+    for result in hook.upsert_orders(orders_with_lines()):
         sync.acknowledge(state, result.accepted, meta, run_id)
         rejected.extend(result.rejected)
     path = out.write_text("rejected_orders.csv", sync.rejected_csv(rejected))  # tried again next run

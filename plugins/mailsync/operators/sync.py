@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -95,29 +96,29 @@ def guard_mass_removal(to_remove: int, state_size: int, *, max_share: float, all
         )
 
 
-def payloads(mapping: Mapping, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Destination JSON per record: dotted field paths nest ("merge_fields.FNAME"); a null is
-    sent as "" (clears the field) or left out, as the field's `on_null` says."""
+def payloads(mapping: Mapping, frame: pd.DataFrame, *, chunk: int = 5_000) -> Iterator[dict[str, Any]]:
+    """Destination JSON per record, built a chunk at a time (a full sync of a million members
+    would otherwise hold a million dicts): dotted field paths nest ("merge_fields.FNAME"); a null
+    is sent as "" (clears the field) or left out, as the field's `on_null` says."""
     fields = list(mapping.fields)
-    records = frame[fields].astype(object).where(frame[fields].notna(), None).to_dict("records")
-    out = []
-    for record in records:
-        doc: dict[str, Any] = {}
-        for name in fields:
-            value = record[name]
-            if value is None:
-                if mapping.fields[name].on_null == "omit":
-                    continue
-                value = ""
-            elif isinstance(value, float) and mapping.fields[name].type == "integer":
-                value = int(value)
-            head, _, tail = name.partition(".")
-            if tail:
-                doc.setdefault(head, {})[tail] = value
-            else:
-                doc[head] = value
-        out.append(doc)
-    return out
+    for start in range(0, len(frame), chunk):
+        part = frame[fields].iloc[start : start + chunk]
+        for record in part.astype(object).where(part.notna(), None).to_dict("records"):
+            doc: dict[str, Any] = {}
+            for name in fields:
+                value = record[name]
+                if value is None:
+                    if mapping.fields[name].on_null == "omit":
+                        continue
+                    value = ""
+                elif isinstance(value, float) and mapping.fields[name].type == "integer":
+                    value = int(value)
+                head, _, tail = name.partition(".")
+                if tail:
+                    doc.setdefault(head, {})[tail] = value
+                else:
+                    doc[head] = value
+            yield doc
 
 
 def load_members(
