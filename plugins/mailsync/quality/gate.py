@@ -226,13 +226,17 @@ class QualityGate:
 
     def _row_failures(self, prepared: pd.DataFrame) -> dict[int, list[str]]:
         # GX hashes every frame it is given: hand it only the checked columns (2x faster).
+        # The row numbers go in as the frame's unnamed index: GX then returns the index of the
+        # failing rows as they are, where naming an index column makes it look up every failing
+        # row one by one (half the gate's time on dirty data).
         checked = {engine.parsed_column(r.input) if r.kind == "parsed" else r.input for r in self._rules}
-        columns = [engine.ROW, *(c for c in prepared.columns if c in checked)]
-        result = self._batch(prepared[columns]).validate(
+        frame = prepared[[c for c in prepared.columns if c in checked]]
+        frame.index = pd.Index(prepared[engine.ROW].to_numpy())
+        result = self._batch(frame).validate(
             self._row_suite(),
             result_format={
                 "result_format": "COMPLETE",
-                "unexpected_index_column_names": [engine.ROW],
+                "exclude_unexpected_values": True,
                 "return_unexpected_index_query": False,
             },
         )
@@ -248,7 +252,7 @@ class QualityGate:
                 check.detail = str(r.exception_info.get("exception_message"))[:500]
                 self._fail(f"{name} ({column}): the check could not run: {check.detail}")
                 continue
-            rows = [item[engine.ROW] for item in r.result.get("unexpected_index_list") or []]
+            rows = r.result.get("unexpected_index_list") or []
             check.unexpected += len(rows)
             check.success = check.success and not rows
             for row in rows:
