@@ -93,7 +93,7 @@ def run(members_n: int, latency_ms: int, naive_sample: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--members", type=int, default=100_000)
-    parser.add_argument("--latency-ms", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--latency-ms", type=int, nargs="+", default=[50, 200, 500])
     parser.add_argument("--naive-sample", type=int, default=400)
     args = parser.parse_args()
     results = [run(args.members, latency, args.naive_sample) for latency in args.latency_ms]

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, write_result
+from mailsync.settings import CHUNK_ROWS
 
 COLUMNS = (
     "email, firstname, lastname, date_of_birth, city, country, hs_language, customer_id, marketing_consent, "
@@ -167,7 +168,7 @@ def row_loop(db: Path, rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[250_000, 1_000_000])
-    parser.add_argument("--chunk", type=int, default=250_000)
+    parser.add_argument("--chunk", type=int, default=CHUNK_ROWS)  # the DAGs' chunk size
     parser.add_argument("--loop-rows", type=int, default=100_000)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
