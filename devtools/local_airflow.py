@@ -64,13 +64,14 @@ class LocalAirflow:
         return f"http://127.0.0.1:{self.port}"
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "airflow", *args],
-            env=self.env,
-            check=check,
-            capture_output=True,
-            text=True,
+        done = subprocess.run(
+            [sys.executable, "-m", "airflow", *args], env=self.env, capture_output=True, text=True
         )
+        if check and done.returncode:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+            )
+        return done
 
     def start(self, timeout: float = 120) -> None:
         self.airflow("db", "migrate")
