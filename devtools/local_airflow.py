@@ -69,7 +69,8 @@ class LocalAirflow:
         )
         if check and done.returncode:
             raise RuntimeError(
-                f"airflow {' '.join(args)} exited {done.returncode}:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+                f"airflow {' '.join(args)} exited {done.returncode}:\n"
+                f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
             )
         return done
 
