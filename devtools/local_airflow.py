@@ -142,7 +142,7 @@ class LocalAirflow:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                self.api("GET", f"dags/{dag_id}")
+                self.api("GET", f"dags/{dag_id}/details")  # 404 until the serialized DAG is stored
                 return
             except RuntimeError:
                 time.sleep(1)
