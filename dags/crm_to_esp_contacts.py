@@ -5,9 +5,13 @@ Pushes what the CRM (HubSpot) knows about each customer — names, birthday, cit
 language, client id, loyalty tier, lifetime value, last order date, consent — to the ESP
 (Mailchimp) audience, for personalisation and segments.
 
-**Flow:** `wait_for_loyalty_file` → `extract_contacts` / `extract_loyalty` → `validate` →
-`plan` → per partition `transform` → `diff` → `check_removals` (all partitions) → per partition
-`load` → `report`.
+**Flow:** `wait_for_loyalty_file`; `acquire_run_lock` → `extract_contacts` / `extract_loyalty`
+→ `validate` → `plan` → per partition `transform` → `diff` → `check_removals` (all partitions)
+→ per partition `load` → `commit` → `report` → `release_run_lock`.
+
+* **One run at a time** from `acquire_run_lock` to `release_run_lock` (setup and teardown): a
+  manual run or a backfill next to the nightly waits there (its log names the run it waits for),
+  whatever `max_active_runs` says, since the runs share the snapshot and the ESP audience.
 
 * **Extract** takes the contacts modified in the run's data interval (all of them with
   `full_refresh`, and on the very first run). If earlier nights were skipped, the window
@@ -20,6 +24,10 @@ language, client id, loyalty tier, lifetime value, last order date, consent — 
 * **Transform** keeps a snapshot of the latest valid version of every CRM contact, so the whole
   desired audience is computed every night; duplicates of an email resolve to the most recently
   modified contact.
+* **Commit**: only after every partition loaded do tonight's snapshots replace the current
+  ones and the high-water mark advance. A run stopped by the removal guard, or failed anywhere,
+  leaves both as they were. A full listing that ends early (fewer contacts than the CRM counts)
+  fails `extract_contacts` instead of rebuilding the snapshot without the missing people.
 * **Diff / load** send only new, changed and removed members (a quiet night costs few API
   calls). Consent only narrows: a consenting contact is subscribed only when new to the
   audience; "no consent" in the CRM unsubscribes; nobody the ESP has as unsubscribed or cleaned
@@ -47,6 +55,7 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
 from mailsync.operators.sensors import LoyaltyFileSensor
 from mailsync.settings import BUCKETS, task_retry_policy
@@ -103,28 +112,30 @@ def crm_to_esp_contacts():
         "is false, the run goes on with the last known tiers).",
     )
 
-    @task
+    lock = RunLockSensor(task_id="acquire_run_lock")
+
+    @task(pre_execute=hold_run_lock)
     def extract_contacts() -> dict:
         """Stage the CRM contacts modified in the interval (all with `full_refresh`) as Parquet chunks."""
         from mailsync.operators import contacts
 
         return contacts.extract(Run.of_current_task())
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def extract_loyalty(sensed: dict) -> dict:
         """Download the loyalty file (checksum-verified against its done-marker) and parse it (cp1252)."""
         from mailsync.operators import contacts
 
         return contacts.extract_loyalty(Run.of_current_task(), sensed)
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def validate(extracted: dict, loyalty: dict) -> dict:
         """Great Expectations quality gate: quarantine bad rows with reasons; fail past the threshold."""
         from mailsync.operators import contacts
 
         return contacts.validate(Run.of_current_task())
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def plan(extracted: dict, validated: dict) -> list[dict]:
         """Split the key buckets into the `partitions` param's number of partitions."""
         from mailsync.operators.run import partitions
@@ -136,7 +147,9 @@ def crm_to_esp_contacts():
         ]
 
     @task(
-        doc_md="Merge tonight's rows into the contacts snapshot; map to ESP members (mapping YAML)."
+        pre_execute=hold_run_lock,
+        doc_md="Merge tonight's rows into the next contacts snapshot (committed after the loads); "
+        "map to ESP members (mapping YAML).",
     )  # mapped tasks take no doc from the docstring
     def transform(part: dict) -> dict:
         from mailsync.operators import contacts
@@ -146,14 +159,15 @@ def crm_to_esp_contacts():
         )
 
     @task(
-        doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."
+        pre_execute=hold_run_lock,
+        doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove.",
     )  # mapped tasks take no doc from the docstring
     def diff(transformed: dict) -> dict:
         from mailsync.operators import contacts
 
         return contacts.diff(Run.of_current_task(), transformed)
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def check_removals(diffs: list[dict]) -> list[dict]:
         """Safety stop over all partitions before anything is sent: too many removals fail the run."""
         from mailsync.operators import contacts
@@ -162,6 +176,7 @@ def crm_to_esp_contacts():
 
     @task(
         retries=5,
+        pre_execute=hold_run_lock,
         doc_md="Batch-upsert the difference, archive removed contacts; state advances per acked batch.",
     )  # mapped tasks take no doc from the docstring
     def load(diffed: dict) -> dict:
@@ -170,24 +185,28 @@ def crm_to_esp_contacts():
         run = Run.of_current_task()
         return contacts.load(run, diffed, partitions=int(run.params["partitions"]))
 
-    @task(outlets=[ESP_CONTACTS])
-    def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict]) -> dict:
-        """Counts per stage, API calls and duration (the return value is this run's summary)."""
+    @task(pre_execute=hold_run_lock)
+    def commit(loads: list[dict]) -> dict:
+        """After every partition loaded: tonight's snapshots become current, the high-water mark advances."""
         from mailsync.operators import contacts
+
+        return contacts.commit(Run.of_current_task())
+
+    @task(outlets=[ESP_CONTACTS], pre_execute=hold_run_lock)
+    def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict], committed: dict) -> dict:
+        """Counts per stage, API calls and duration (the return value is this run's summary)."""
         from mailsync.operators.report import contacts_report
 
-        run = Run.of_current_task()
-        result = contacts_report(run, extracted, loyalty, validated, loads)
-        if not run.params.get("dry_run"):
-            contacts.advance_high_water(run)
-        return result
+        return contacts_report(Run.of_current_task(), extracted, loyalty, validated, loads)
 
+    release = ReleaseRunLockOperator(task_id="release_run_lock")
     extracted = extract_contacts()
     loyalty = extract_loyalty(loyalty_day.output)
+    lock >> [extracted, loyalty]
     validated = validate(extracted, loyalty)
     diffs = diff.expand(transformed=transform.expand(part=plan(extracted, validated)))
     loads = load.expand(diffed=check_removals(diffs))
-    report(extracted, loyalty, validated, loads)
+    report(extracted, loyalty, validated, loads, commit(loads)) >> release.as_teardown(setups=lock)
 
 
 crm_to_esp_contacts()

@@ -23,6 +23,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
 from mailsync.settings import task_retry_policy
 
@@ -52,14 +53,15 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
     },
 )
 def esp_buyer_segments():
-    @task
+    @task(pre_execute=hold_run_lock)
     def refresh_segment() -> dict:
         """Add the tag to members who now qualify, remove it from those who no longer do."""
         from mailsync.operators import segments
 
         return segments.refresh(Run.of_current_task())
 
-    refresh_segment()
+    lock = RunLockSensor(task_id="acquire_run_lock")
+    lock >> refresh_segment() >> ReleaseRunLockOperator(task_id="release_run_lock").as_teardown(setups=lock)
 
 
 esp_buyer_segments()

@@ -4,9 +4,12 @@
 After each campaign the CRM learns what its contacts did: opens, clicks, bounces and
 unsubscribes from the ESP (Mailchimp) reports are written back to the CRM (HubSpot) contacts.
 
-**Flow:** `extract` (activity of every campaign sent in the last `campaign_lookback_days`, with
+**Flow:** `acquire_run_lock` → `extract` (activity of every campaign sent in the last `campaign_lookback_days`, with
 timestamps in the run's data interval [start, end)) → `validate` (Great Expectations; bad rows
-quarantined) → `transform` → `load` → `report`.
+quarantined) → `transform` → `load` → `report` → `release_run_lock`. Days run one at a time
+between the lock and its release, even in a backfill of many days at once (a backfill ignores
+`max_active_runs`): each day's totals are derived from all stored days, so two days written at
+once would overwrite each other's totals. Waiting days poke in reschedule mode.
 
 **What is written, per contact:** `esp_opens_total`, `esp_clicks_total`,
 `esp_soft_bounces_total`, `esp_campaigns_engaged`, `esp_last_open_at`, `esp_last_click_at`;
@@ -43,6 +46,7 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
 from mailsync.settings import task_retry_policy
 
@@ -56,7 +60,7 @@ CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contac
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
-    max_active_runs=1,  # days share the daily store and the CRM: one at a time keeps writes ordered
+    max_active_runs=1,  # scheduled runs; backfills ignore it: the run lock serialises every run
     doc_md=__doc__,
     tags=["mailsync", "esp", "crm", "daily", "backfill"],
     default_args={
@@ -76,45 +80,48 @@ CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contac
     },
 )
 def esp_to_crm_engagement():
-    @task
+    @task(pre_execute=hold_run_lock)
     def extract() -> dict:
         """Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from the ESP."""
         from mailsync.operators import engagement
 
         return engagement.extract(Run.of_current_task())
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def validate(extracted: dict) -> dict:
         """Great Expectations quality gate on the activity rows; bad rows quarantined with reasons."""
         from mailsync.operators import engagement
 
         return engagement.validate(Run.of_current_task())
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def transform(validated: dict) -> dict:
         """Replace this interval in the daily store; derive touched contacts' values from all days."""
         from mailsync.operators import engagement
 
         return engagement.transform(Run.of_current_task())
 
-    @task(retries=5)
+    @task(retries=5, pre_execute=hold_run_lock)
     def load(transformed: dict) -> dict:
         """Batch-update the contacts whose values changed (100 per call); unknown contacts reported."""
         from mailsync.operators import engagement
 
         return engagement.load(Run.of_current_task())
 
-    @task(outlets=[CRM_ENGAGEMENT])
+    @task(outlets=[CRM_ENGAGEMENT], pre_execute=hold_run_lock)
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
         """The day's counts: events, contacts written, unknown contacts, API calls, duration."""
         from mailsync.operators.report import engagement_report
 
         return engagement_report(Run.of_current_task(), extracted, validated, transformed, loaded)
 
+    lock = RunLockSensor(task_id="acquire_run_lock")
     extracted = extract()
     validated = validate(extracted)
     transformed = transform(validated)
-    report(extracted, validated, transformed, load(transformed))
+    lock >> extracted
+    done = report(extracted, validated, transformed, load(transformed))
+    done >> ReleaseRunLockOperator(task_id="release_run_lock").as_teardown(setups=lock)
 
 
 esp_to_crm_engagement()

@@ -6,9 +6,11 @@ cancellations of older orders included — attributes them to ESP (Mailchimp) ca
 into the ESP's e-commerce store, keeps each buyer's `TOTAL_SPENT`, `ORDER_COUNT` and `LAST_ORDER`
 member fields exact, and writes a revenue report per campaign and day.
 
-**Flow:** `extract` → `validate` (Great Expectations on orders and line items: known currency,
+**Flow:** `acquire_run_lock` → `extract` → `validate` (Great Expectations on orders and line items: known currency,
 amounts not negative, one row per order id, valid customer email; bad orders quarantined with
-reasons) → `transform` → `load` → `report`.
+reasons) → `transform` → `load` → `report` → `release_run_lock`. Days run one at a time between
+the lock and its release, even in a backfill of many days at once (which ignores
+`max_active_runs`): they share the orders snapshot and the buyer totals.
 
 **Attribution** (first rule that applies, stated in `include/mappings/shop_orders_to_esp.yaml`):
 `mc_cid` in the landing URL → `utm_campaign` matching a campaign title → the customer's last
@@ -38,6 +40,7 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
 from mailsync.settings import task_retry_policy
 
@@ -51,7 +54,7 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
-    max_active_runs=1,  # the orders snapshot is shared by the days
+    max_active_runs=1,  # scheduled runs; backfills ignore it: the run lock serialises every run
     doc_md=__doc__,
     tags=["mailsync", "shop", "esp", "daily", "revenue"],
     default_args={
@@ -67,45 +70,48 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
     },
 )
 def shop_conversions_to_esp():
-    @task
+    @task(pre_execute=hold_run_lock)
     def extract() -> dict:
         """Stage the orders (and line items) created or updated in the interval."""
         from mailsync.operators import shop
 
         return shop.extract(Run.of_current_task())
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def validate(extracted: dict) -> dict:
         """Great Expectations quality gate on orders and line items; bad rows quarantined."""
         from mailsync.operators import shop
 
         return shop.validate(Run.of_current_task())
 
-    @task
+    @task(pre_execute=hold_run_lock)
     def transform(validated: dict) -> dict:
         """Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the revenue report."""
         from mailsync.operators import shop
 
         return shop.transform(Run.of_current_task())
 
-    @task(retries=5)
+    @task(retries=5, pre_execute=hold_run_lock)
     def load(transformed: dict) -> dict:
         """Products, orders (replacing earlier versions) and buyer totals, for audience members only."""
         from mailsync.operators import shop
 
         return shop.load(Run.of_current_task())
 
-    @task(outlets=[SHOP_ORDERS])
+    @task(outlets=[SHOP_ORDERS], pre_execute=hold_run_lock)
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
         """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report."""
         from mailsync.operators.report import shop_report
 
         return shop_report(Run.of_current_task(), extracted, validated, transformed, loaded)
 
+    lock = RunLockSensor(task_id="acquire_run_lock")
     extracted = extract()
     validated = validate(extracted)
     transformed = transform(validated)
-    report(extracted, validated, transformed, load(transformed))
+    lock >> extracted
+    done = report(extracted, validated, transformed, load(transformed))
+    done >> ReleaseRunLockOperator(task_id="release_run_lock").as_teardown(setups=lock)
 
 
 shop_conversions_to_esp()

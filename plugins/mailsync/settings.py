@@ -35,6 +35,12 @@ def task_retry_policy() -> dict:
     }
 
 
+def run_lock_ttl_s() -> float:
+    """How long a run lease lasts after its last renewal (see mailsync.operators.lock); longer
+    than any task's execution_timeout, since each task renews it when it starts."""
+    return float(os.environ.get("MAILSYNC_RUN_LOCK_TTL_S", str(3 * 3600)))
+
+
 def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
 

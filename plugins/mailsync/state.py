@@ -5,17 +5,23 @@ The load advances it batch by batch, only for records the destination accepted, 
 transaction per batch — so a killed run resumes where the acknowledgements stop, and nothing
 is lost or sent twice beyond the batch that was in flight.
 
-It lives in our own database, never in Airflow's metadata DB (tasks must not touch that):
-the `mailsync_state` connection (PostgreSQL in production), else a SQLite file under
-AIRFLOW_HOME for the embedded default.
+It lives in our own database, never in Airflow's metadata DB (tasks must not touch that): the
+`mailsync_state` connection, looked up through Airflow's connection API (environment, metadata
+DB or secrets backend alike) — PostgreSQL through the postgres provider in production. Without
+that connection a SQLite file under AIRFLOW_HOME serves the embedded default, and only there:
+on a distributed executor every worker would get a file of its own, so the first task refuses
+to run. The schema is versioned with Alembic (`state_migrations/`), migrated on first use.
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -25,7 +31,11 @@ from mailsync.settings import STATE_CONN_ID, airflow_home
 if TYPE_CHECKING:
     import pandas as pd
 
-metadata = sa.MetaData()
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).with_name("state_migrations")
+LOCAL_EXECUTORS = {"LocalExecutor", "SequentialExecutor", "DebugExecutor"}
+
+metadata = sa.MetaData()  # what the code reads and writes; the migrations make it so
 sync_state = sa.Table(
     "mailsync_sync_state",
     metadata,
@@ -37,35 +47,105 @@ sync_state = sa.Table(
     sa.Column("acked_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(250)),
 )
+run_lock = sa.Table(
+    "mailsync_run_lock",
+    metadata,
+    sa.Column("name", sa.String(250), primary_key=True),
+    sa.Column("holder", sa.String(250), nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+
+class StateNotConfigured(RuntimeError):
+    """The sync state would not be shared by every worker."""
 
 
 def state_url() -> str:
     """SQLAlchemy URL of the state database (see module docstring)."""
-    if os.environ.get(f"AIRFLOW_CONN_{STATE_CONN_ID.upper()}"):
-        from airflow.sdk import BaseHook
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
+    try:
         conn = BaseHook.get_connection(STATE_CONN_ID)
-        if conn.conn_type == "sqlite":
-            return f"sqlite:///{conn.host}"
-        uri = conn.get_uri()
-        return uri.replace("postgres://", "postgresql://", 1)
-    return f"sqlite:///{airflow_home() / 'mailsync-state.db'}"
+    except AirflowNotFoundException:
+        conn = None
+    if conn is not None and conn.conn_type in ("postgres", "postgresql"):
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        return PostgresHook(postgres_conn_id=STATE_CONN_ID).get_uri()
+    if conn is not None and conn.conn_type != "sqlite":
+        raise StateNotConfigured(
+            f"connection {STATE_CONN_ID!r} has type {conn.conn_type!r}; the sync state needs "
+            "'postgres' (or 'sqlite' with a local executor)"
+        )
+    executors = _executors()
+    if not executors <= LOCAL_EXECUTORS:
+        raise StateNotConfigured(
+            f"the executor is {', '.join(sorted(executors))}, so tasks run on several workers and the "
+            f"sync state must be one shared database: define the Airflow connection {STATE_CONN_ID!r} "
+            "as PostgreSQL (e.g. `airflow connections add mailsync_state --conn-uri "
+            "postgresql://user:password@host:5432/mailsync_state`, or in your secrets backend). "
+            + ("A SQLite file is per machine. " if conn is not None else "It is not defined. ")
+        )
+    path = conn.host if conn is not None else airflow_home() / "mailsync-state.db"
+    return f"sqlite:///{path}"
+
+
+def _executors() -> set[str]:
+    """Class names of the configured executors ("LocalExecutor", "CeleryExecutor", ...)."""
+    from airflow.sdk.configuration import conf
+
+    names = (conf.get("core", "executor", fallback="LocalExecutor") or "LocalExecutor").split(",")
+    # an entry may be "alias:path.to.Class" or a module path: the class name is the last part
+    return {n.strip().rsplit(":", 1)[-1].rsplit(".", 1)[-1] for n in names if n.strip()}
+
+
+def engine() -> sa.Engine:
+    """The state database's engine, migrated to the newest schema (once per process)."""
+    return _engine(state_url())
 
 
 @cache
 def _engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        eng = sa.create_engine(url, connect_args={"timeout": 60})
 
-        @sa.event.listens_for(engine, "connect")
+        @sa.event.listens_for(eng, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # several mapped tasks write at once
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
             dbapi_conn.execute("PRAGMA synchronous=NORMAL")
             dbapi_conn.execute("PRAGMA busy_timeout=60000")
     else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine, checkfirst=True)
-    return engine
+        # pre-ping: a connection the database dropped (restart, failover, pg_terminate_backend)
+        # is replaced before use instead of failing the task
+        eng = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    migrate(eng)
+    return eng
+
+
+def migrate(eng: sa.Engine, attempts: int = 5) -> None:
+    """Bring the schema to the newest revision. Tasks on many workers start at once: on
+    PostgreSQL an advisory lock lets one migrate while the others wait; SQLite (one machine)
+    retries when another process created a table first."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    for attempt in range(attempts):
+        try:
+            with eng.begin() as conn:
+                if eng.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7212026)"))
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+            return
+        except (sa.exc.OperationalError, sa.exc.IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 class SyncState:
@@ -73,7 +153,7 @@ class SyncState:
 
     def __init__(self, integration: str, url: str | None = None) -> None:
         self.integration = integration
-        self.engine = _engine(url or state_url())
+        self.engine = _engine(url) if url else engine()
 
     def load(self, buckets: Iterable[int] | None = None) -> pd.DataFrame:
         """key, fingerprint, status of every acknowledged record (of the given buckets)."""
@@ -136,6 +216,95 @@ class SyncState:
         )
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
+
+
+@dataclass(frozen=True)
+class Lease:
+    holder: str
+    acquired_at: float
+    expires_at: float
+
+    def describe(self) -> str:
+        since = datetime.fromtimestamp(self.acquired_at, UTC).isoformat(timespec="seconds")
+        until = datetime.fromtimestamp(self.expires_at, UTC).isoformat(timespec="seconds")
+        return f"held by {self.holder} since {since}, until {until} unless renewed"
+
+
+class RunLockLost(RuntimeError):
+    """Another run holds the lock this run needs: its work must not overlap ours."""
+
+
+class RunLock:
+    """A lease on a name (a DAG) held by one holder (a DAG run) at a time, in the state database.
+
+    Airflow runs up to 10 backfill days at once whatever the DAG's max_active_runs, and a manual
+    run can meet the nightly one: runs that read and rewrite shared snapshots and totals must not
+    interleave. Every task that holds the lease renews it (`hold`), so a lease left by a run that
+    died without releasing it frees itself after `ttl_s`; a compare-and-set update makes the
+    take-over safe between workers without long transactions.
+    """
+
+    def __init__(self, name: str, url: str | None = None) -> None:
+        self.name = name
+        self.engine = _engine(url) if url else engine()
+
+    def current(self) -> Lease | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(run_lock.c.holder, run_lock.c.acquired_at, run_lock.c.expires_at).where(
+                    run_lock.c.name == self.name
+                )
+            ).first()
+        return Lease(*row) if row else None
+
+    def acquire(self, holder: str, ttl_s: float) -> Lease | None:
+        """Take or renew the lease for `holder`; None when it is taken; else the lease held by
+        somebody else."""
+        now = time.time()
+        lease = self.current()
+        c = run_lock.c
+        try:
+            with self.engine.begin() as conn:
+                if lease is None:
+                    conn.execute(
+                        run_lock.insert().values(
+                            name=self.name, holder=holder, acquired_at=now, expires_at=now + ttl_s
+                        )
+                    )
+                    return None
+                if lease.holder != holder and lease.expires_at > now:
+                    return lease
+                taken = conn.execute(
+                    run_lock.update()
+                    .where(c.name == self.name, c.holder == lease.holder, c.expires_at == lease.expires_at)
+                    .values(
+                        holder=holder,
+                        acquired_at=lease.acquired_at if lease.holder == holder else now,
+                        expires_at=now + ttl_s,
+                    )
+                )
+        except sa.exc.IntegrityError:  # another run inserted first
+            return self.current() or Lease("another run", now, now)
+        if taken.rowcount == 1:
+            if lease.holder != holder:
+                log.warning("Took over the expired lease %s: %s", self.name, lease.describe())
+            return None
+        return self.current() or Lease("another run", now, now)
+
+    def hold(self, holder: str, ttl_s: float) -> None:
+        """Renew the lease of a task that works under it; raise if another run holds it."""
+        other = self.acquire(holder, ttl_s)
+        if other is not None:
+            raise RunLockLost(
+                f"{self.name}: this run ({holder}) does not hold the run lock, it is {other.describe()}"
+            )
+
+    def release(self, holder: str) -> bool:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                run_lock.delete().where(run_lock.c.name == self.name, run_lock.c.holder == holder)
+            )
+        return done.rowcount == 1
 
 
 def _insert(engine: sa.Engine):
