@@ -159,7 +159,7 @@ def list_contacts(call: Call) -> Reply:
         call, "archived = ? AND id >= ?", [int(archived), int(after), limit + 1], "ORDER BY id LIMIT ?"
     )
     body: dict = {"results": [contact_json(r, props) for r in rows[:limit]]}
-    if len(rows) > limit:
+    if len(rows) > limit and not call.truncate:
         cursor = str(rows[limit][0])
         link = (
             f"{call.base_url}/crm/v3/objects/contacts?limit={limit}&after={cursor}"

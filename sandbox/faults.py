@@ -18,6 +18,9 @@ which calls it matches):
   client timeout after the server did the work: the realistic nasty case).
 - ``drop``: ``1`` or ``{"count": 1}``: nothing is written; the connection is closed after a partial
   response (Content-Length promised, body cut short).
+- ``truncate``: ``{"page": 3}`` (default 2): the k-th matching page of the CRM's contact listing
+  comes back without its ``paging.next``, as if the listing had ended there (once; ``count``
+  for more): a truncated full listing.
 - ``record_errors``: ``{"rate": 0.1, "seed": 1}`` and/or ``{"keys": [...]}``: inside batch
   endpoints, records whose key (normalised email or id) is listed or whose seeded hash falls under
   the rate are rejected with the vendor's per-record error.
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 SYSTEMS = ("esp", "crm", "shop")
-KINDS = ("latency_ms", "rate_limit", "status_burst", "slow", "drop", "record_errors")
+KINDS = ("latency_ms", "rate_limit", "status_burst", "slow", "drop", "truncate", "record_errors")
 _FILTER_KEYS = {"method", "path"}
 _ALLOWED = {
     "latency_ms": {"ms"},
@@ -51,6 +54,7 @@ _ALLOWED = {
     "status_burst": {"count", "status"},
     "slow": {"count", "seconds"},
     "drop": {"count"},
+    "truncate": {"page", "count"},
     "record_errors": {"rate", "seed", "keys"},
 }
 _SCALAR_KEY = {"latency_ms": "ms", "status_burst": "count", "drop": "count", "slow": "seconds"}
@@ -129,6 +133,10 @@ def make_switch(kind: str, value: object) -> Switch:
                 raise ValueError("status_burst status must be 500, 502, 503 or 504")
         if kind == "slow":
             config.setdefault("seconds", 5)
+    elif kind == "truncate":
+        config.setdefault("page", 2)
+        config.setdefault("count", 1)
+        remaining = int(config["count"])
     elif kind == "record_errors":
         config["keys"] = [str(k).strip().lower() for k in config.get("keys", [])]
         config.setdefault("rate", 0.0)
@@ -164,6 +172,7 @@ class Decision:
     retry_after: str | None = None
     slow_s: float = 0.0
     drop: bool = False
+    truncate: bool = False  # a listing page without its next cursor
     records: RecordSelector | None = None
     labels: list[str] = field(default_factory=list)
 
@@ -297,6 +306,10 @@ class FaultBook:
             sw.applied += 1
             decision.slow_s = float(sw.config["seconds"])
             decision.labels.append(f"slow={sw.config['seconds']}")
+        if (sw := active.get("truncate")) is not None and sw.matched >= int(sw.config["page"]) and sw.take():
+            sw.applied += 1
+            decision.truncate = True
+            decision.labels.append("truncate")
         if (sw := active.get("record_errors")) is not None:
             decision.records = RecordSelector(sw)
         return decision

@@ -85,7 +85,13 @@ class Call:
     """One incoming API call as a handler sees it."""
 
     def __init__(
-        self, request: Request, raw: bytes, state: AppState, vendor: Vendor, records: RecordSelector | None
+        self,
+        request: Request,
+        raw: bytes,
+        state: AppState,
+        vendor: Vendor,
+        records: RecordSelector | None,
+        truncate: bool = False,
     ) -> None:
         self.request = request
         self.method = request.method
@@ -98,6 +104,7 @@ class Call:
         self.vendor = vendor
         self.now_ms = state.clock.now_ms()
         self.records = records
+        self.truncate = truncate  # the `truncate` fault: end a listing at this page
         self.base_url = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
 
     def json(self) -> object:
@@ -254,7 +261,7 @@ def endpoint(vendor: Vendor, state: AppState, handler: Handler):
                     write_log(state, system, request, 0, None, decision.label())
                     return DroppedResponse()
                 else:
-                    call = Call(request, raw, state, vendor, decision.records)
+                    call = Call(request, raw, state, vendor, decision.records, decision.truncate)
                     reply = execute(state, vendor, handler, call)
                     if system == "esp":  # Mailchimp's partial responses
                         reply = esp_fields.shape(reply, request.query_params)

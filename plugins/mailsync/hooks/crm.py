@@ -83,6 +83,12 @@ class CrmHook(VendorHttpHook):
             if not after:
                 return
 
+    def count_contacts(self) -> int:
+        """How many (unarchived) contacts the CRM holds: the search's `total` of an unfiltered query,
+        to tell a complete listing from one that ended early."""
+        body = {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
+        return int(self.call("POST", "crm/v3/objects/contacts/search", json=body).json()["total"])
+
     def iter_modified_contacts(
         self, properties: list[str], start: datetime, end: datetime
     ) -> Iterator[list[dict]]:

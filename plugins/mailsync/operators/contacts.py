@@ -68,16 +68,17 @@ def extract(run: Run) -> dict[str, Any]:
     # contact version twice changes nothing
     since = min(run.start, high_water(run) or run.start) - SEARCH_INDEX_LAG
     try:
-        pages = (
-            hook.iter_contacts(properties)
+        rows = (
+            _extract_all(hook, properties, out)
             if full
-            else hook.iter_modified_contacts(properties, since, run.end)
+            else stage_pages(
+                hook.iter_modified_contacts(properties, since, run.end), out, columns=[*properties, ID]
+            )
         )
-        rows = stage_pages(pages, out, columns=[*properties, ID])
     except SearchWindowExceeded as exc:  # a bulk edit gave >10k contacts one timestamp: list them all
         log.warning("%s: extracting every contact instead", exc)
         full = True
-        rows = stage_pages(hook.iter_contacts(properties), out, columns=[*properties, ID])
+        rows = _extract_all(hook, properties, out)
     archived = [
         {"id": r[ID], "archived_at": r.get("archivedAt")}
         for page in hook.iter_contacts([MODIFIED], archived=True)
@@ -97,6 +98,24 @@ def extract(run: Run) -> dict[str, Any]:
     }
     log.info("Extracted %d contacts (%s) and %d archived ones", rows, result["mode"], len(archived_frame))
     return {**result, **hook.stats.as_dict()}
+
+
+class IncompleteExtract(VendorError):
+    """A full listing returned fewer contacts than the CRM holds: it must not replace the snapshot."""
+
+
+def _extract_all(hook: CrmHook, properties: list[str], out: Area) -> int:
+    """Every contact; refused when the listing ended early. A full refresh rebuilds the snapshot
+    from it, so a contact missing from a cut listing would be archived in the ESP."""
+    before = hook.count_contacts()
+    rows = stage_pages(hook.iter_contacts(properties), out, columns=[*properties, ID])
+    after = hook.count_contacts()
+    if rows < min(before, after):  # contacts deleted while we listed lower both counts
+        raise IncompleteExtract(
+            f"the CRM listing ended after {rows} contacts, but the CRM holds {min(before, after)}: "
+            "refusing a partial full extract (the snapshot stays as it was); the retry lists again"
+        )
+    return rows
 
 
 def high_water(run: Run):
@@ -197,6 +216,8 @@ def _validate_contacts(run: Run, m) -> dict[str, Any]:
 
 def _validate_loyalty(run: Run, m) -> dict[str, Any]:
     staged = run.area / "extract" / "loyalty"
+    staged_next = _next(run) / "loyalty"
+    staged_next.clear()  # what an earlier try of this night staged
     if not staged.exists("part-00000.parquet"):
         return {"file": None}
     good_parts: list[pd.DataFrame] = []
@@ -219,12 +240,21 @@ def _validate_loyalty(run: Run, m) -> dict[str, Any]:
     )
     kept, _ = engine.deduplicate(m, "loyalty", concat(good_parts))
     day = run.end.date().isoformat()
-    snapshot = _loyalty_snapshot(run)
-    current_day = snapshot.read_text("asof.txt").strip() if snapshot.exists("asof.txt") else ""
+    current_day = _asof(_loyalty_snapshot(run))
     if day >= current_day:  # a backfill of an older night never replaces newer tiers
-        snapshot.write_parquet("loyalty.parquet", kept)
-        snapshot.write_text("asof.txt", day)
+        staged_next.write_parquet("loyalty.parquet", kept)
+        staged_next.write_text("asof.txt", day)
     return {**summary, "snapshot_day": max(day, current_day)}
+
+
+def _asof(area: Area) -> str:
+    return area.read_text("asof.txt").strip() if area.exists("asof.txt") else ""
+
+
+def _next(run: Run) -> Area:
+    """Tonight's snapshots, committed over the current ones only when the whole run succeeded
+    (see commit): a run stopped by the removal guard or a failed load changes nothing."""
+    return run.area / "next_snapshot"
 
 
 # -- transform -----------------------------------------------------------------------------------
@@ -244,14 +274,16 @@ def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> di
     )
     good_ids = set(delta_ids[ID])
     archived = (run.area / "extract").read_parquet("archived.parquet")
-    loyalty_area = _loyalty_snapshot(run)
-    loyalty = loyalty_area.read_parquet("loyalty.parquet") if loyalty_area.exists("loyalty.parquet") else None
+    loyalty_area = next(
+        (a for a in (_next(run) / "loyalty", _loyalty_snapshot(run)) if a.exists("loyalty.parquet")), None
+    )
+    loyalty = loyalty_area.read_parquet("loyalty.parquet") if loyalty_area else None
     desired_out = run.area / "desired"
+    snapshot, next_snapshot = _contacts_snapshot(run), _next(run) / "contacts"
     counts = {"partition": partition, "buckets": buckets, "contacts": 0, "duplicates": 0, "members": 0}
     for bucket in buckets:
         name = f"bucket={bucket:02d}"
         delta = concat((validated / name).iter_parquet())
-        snapshot = _contacts_snapshot(run)
         current = snapshot.read_parquet(f"{name}.parquet") if snapshot.exists(f"{name}.parquet") else None
         if current is None:
             merged = delta
@@ -260,7 +292,7 @@ def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> di
             merged = pd.concat([delta, current[still_there.to_numpy()]], ignore_index=True)
         else:
             merged = _merge(current, delta, delta_ids, archived)
-        snapshot.write_parquet(f"{name}.parquet", merged)
+        next_snapshot.write_parquet(f"{name}.parquet", merged)
         kept, dropped = engine.deduplicate(m, "contacts", merged)
         members = engine.transform(m, kept, {"loyalty": loyalty} if loyalty is not None else {})
         members[sync.BUCKET] = bucket
@@ -289,6 +321,25 @@ def _merge(
     gone_at = gone_at[~gone_at.index.duplicated()].reindex(latest[ID])
     archived_after = (gone_at.to_numpy() >= latest[MODIFIED].to_numpy()) & gone_at.notna().to_numpy()
     return latest[~archived_after].reset_index(drop=True)
+
+
+# -- commit --------------------------------------------------------------------------------------
+def commit(run: Run) -> dict[str, Any]:
+    """After every partition's load: tonight's snapshots replace the current ones and the
+    high-water mark moves to the interval's end. Until then a failed or stopped run has changed
+    neither, so its rerun (or the next night) starts from the same place."""
+    if run.params.get("dry_run"):
+        return {"committed": False, "reason": "dry_run"}
+    staged = _next(run)
+    files = 0
+    for kind, target in (("contacts", _contacts_snapshot(run)), ("loyalty", _loyalty_snapshot(run))):
+        source = staged / kind
+        for name in sorted(source.names(), key=lambda n: (n.endswith(".txt"), n)):  # asof.txt last
+            target.write_bytes(name, source.file(name).read_bytes())
+            files += 1
+    advance_high_water(run)
+    log.info("Committed %d snapshot files; high-water mark %s", files, run.end.isoformat())
+    return {"committed": True, "snapshot_files": files, "high_water": run.end.isoformat()}
 
 
 # -- diff and load -------------------------------------------------------------------------------
