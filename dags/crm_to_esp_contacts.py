@@ -58,8 +58,9 @@ from mailsync.mapping.spec import load_mapping
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
 from mailsync.operators.sensors import LoyaltyFileSensor
-from mailsync.settings import BUCKETS, task_retry_policy
+from mailsync.settings import BUCKETS, staging_url, task_retry_policy
 
+staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 MAPPING = load_mapping("crm_to_esp_contacts")  # a broken mapping shows as an import error in the UI
 ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
 

@@ -25,8 +25,9 @@ from airflow.sdk import Asset, Param, dag, task
 
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import task_retry_policy
+from mailsync.settings import staging_url, task_retry_policy
 
+staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
 SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/orders")
 

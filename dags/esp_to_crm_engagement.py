@@ -4,12 +4,13 @@
 After each campaign the CRM learns what its contacts did: opens, clicks, bounces and
 unsubscribes from the ESP (Mailchimp) reports are written back to the CRM (HubSpot) contacts.
 
-**Flow:** `acquire_run_lock` → `extract` (activity of every campaign sent in the last `campaign_lookback_days`, with
-timestamps in the run's data interval [start, end)) → `validate` (Great Expectations; bad rows
-quarantined) → `transform` → `load` → `report` → `release_run_lock`. Days run one at a time
-between the lock and its release, even in a backfill of many days at once (a backfill ignores
-`max_active_runs`): each day's totals are derived from all stored days, so two days written at
-once would overwrite each other's totals. Waiting days poke in reschedule mode.
+**Flow:** `acquire_run_lock` → `extract` (activity of every campaign sent in the last
+`campaign_lookback_days`, with timestamps in the run's data interval [start, end)) →
+`validate` (Great Expectations; bad rows quarantined) → `transform` → `load` → `report` →
+`release_run_lock`. Days run one at a time between the lock and its release, even in a backfill
+of many days at once (a backfill ignores `max_active_runs`): each day's totals are derived from
+all stored days, so two days written at once would overwrite each other's totals. Waiting days
+poke in reschedule mode.
 
 **What is written, per contact:** `esp_opens_total`, `esp_clicks_total`,
 `esp_soft_bounces_total`, `esp_campaigns_engaged`, `esp_last_open_at`, `esp_last_click_at`;
@@ -48,8 +49,9 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from mailsync.mapping.spec import load_mapping
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import task_retry_policy
+from mailsync.settings import staging_url, task_retry_policy
 
+staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 MAPPING = load_mapping("esp_to_crm_engagement")
 CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contacts/engagement")
 

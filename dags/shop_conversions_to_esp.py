@@ -6,8 +6,8 @@ cancellations of older orders included — attributes them to ESP (Mailchimp) ca
 into the ESP's e-commerce store, keeps each buyer's `TOTAL_SPENT`, `ORDER_COUNT` and `LAST_ORDER`
 member fields exact, and writes a revenue report per campaign and day.
 
-**Flow:** `acquire_run_lock` → `extract` → `validate` (Great Expectations on orders and line items: known currency,
-amounts not negative, one row per order id, valid customer email; bad orders quarantined with
+**Flow:** `acquire_run_lock` → `extract` → `validate` (Great Expectations on orders and line items:
+known currency, amounts not negative, one row per order id, valid customer email; bad orders quarantined with
 reasons) → `transform` → `load` → `report` → `release_run_lock`. Days run one at a time between
 the lock and its release, even in a backfill of many days at once (which ignores
 `max_active_runs`): they share the orders snapshot and the buyer totals.
@@ -42,8 +42,9 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from mailsync.mapping.spec import load_mapping
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import task_retry_policy
+from mailsync.settings import staging_url, task_retry_policy
 
+staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 MAPPINGS = (load_mapping("shop_orders_to_esp"), load_mapping("shop_buyer_totals_to_esp"))
 SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/orders")
 

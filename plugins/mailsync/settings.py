@@ -45,6 +45,26 @@ def airflow_home() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
 
 
+# Schemes whose filesystem is installed and tested. Every worker must see the same files: on
+# several machines a file:// root is a volume each of them mounts at the same path.
+STAGING_SCHEMES = ("file",)
+
+
+class StagingNotSupported(ValueError):
+    """MAILSYNC_STAGING_URL names storage this project does not install or test."""
+
+
 def staging_url() -> str:
-    """Root URL of the staging area (file://, s3://, ...); one folder per DAG and data interval."""
-    return os.environ.get("MAILSYNC_STAGING_URL") or (airflow_home() / "mailsync-staging").as_uri()
+    """Root URL of the staging area; one folder per DAG and data interval. Checked here, so a
+    DAG file that calls it at parse time shows a wrong setting as its import error at once,
+    rather than a task failing at its first write."""
+    url = os.environ.get("MAILSYNC_STAGING_URL") or (airflow_home() / "mailsync-staging").as_uri()
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in STAGING_SCHEMES:
+        raise StagingNotSupported(
+            f"MAILSYNC_STAGING_URL has scheme {scheme or '(none)'!r}; supported: "
+            + ", ".join(f"{s}://" for s in STAGING_SCHEMES)
+            + " (a folder every worker mounts at the same path, e.g. file:///opt/mailsync-staging). "
+            "Object stores need their fsspec filesystem and Airflow provider installed and tested first."
+        )
+    return url

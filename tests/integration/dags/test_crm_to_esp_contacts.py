@@ -225,3 +225,50 @@ def test_a_load_killed_midway_resumes_without_loss_or_duplicates(world, tmp_path
     assert len(written) == desired == state.count()  # nothing lost
     twice = [k for k, n in written.items() if n > 1]
     assert len(twice) <= 100  # only the batches in flight when the worker died were sent again
+
+
+def _snapshot_files() -> dict[str, bytes]:
+    from mailsync.staging import state_area
+
+    snapshot = state_area(DAG) / "snapshots" / "contacts"
+    return {name: snapshot.file(name).read_bytes() for name in snapshot.names()}
+
+
+def test_a_run_stopped_by_the_removal_guard_leaves_the_snapshot_as_it_was(world):
+    from mailsync.hooks.crm import CrmHook
+
+    assert dagrun.run(DAG, NIGHT1, full_refresh=True, **QUICK).state == "success"
+    before, members_before = _snapshot_files(), members_by_email(world)
+    world.set_clock("2026-11-20T05:00:00Z")
+    gone = [{"id": str(c["id"])} for c in world.crm_contacts()[:200]]  # 20 % > max_removal_share
+    for start in range(0, len(gone), 100):
+        CrmHook().call(
+            "POST",
+            "crm/v3/objects/contacts/batch/archive",
+            json={"inputs": gone[start : start + 100]},
+            write=True,
+        )
+    assert dagrun.run(DAG, NIGHT2, **QUICK).state == "failed"  # check_removals: MassRemovalRefused
+    assert _snapshot_files() == before  # nothing of the stopped run was committed
+    assert members_by_email(world) == members_before
+    allowed = dagrun.run(DAG, NIGHT2, allow_mass_removal=True, **QUICK)  # on-call confirms
+    assert allowed.state == "success" and dagrun.report(allowed)["archived"] >= 150
+    assert _snapshot_files() != before
+
+
+def test_a_truncated_full_listing_fails_and_the_next_night_archives_nobody(world):
+    assert dagrun.run(DAG, NIGHT1, full_refresh=True, **QUICK).state == "success"
+    before, members_before = _snapshot_files(), members_by_email(world)
+    # every try of the night gets a listing that stops after 3 of its 10 pages
+    world.set_faults(
+        "crm", truncate={"page": 3, "count": 100, "method": "GET", "path": "/crm/v3/objects/contacts"}
+    )
+    assert dagrun.run(DAG, NIGHT2, full_refresh=True, **QUICK).state == "failed"
+    assert _snapshot_files() == before
+    assert members_by_email(world) == members_before  # nobody archived
+    world.clear_faults("crm")
+    night = dagrun.run(DAG, NIGHT3, **QUICK)
+    assert night.state == "success"
+    assert dagrun.report(night)["archived"] == 0
+    archived = [e for e, m in members_by_email(world).items() if m["status"] == "archived"]
+    assert archived == [e for e, m in members_before.items() if m["status"] == "archived"]
