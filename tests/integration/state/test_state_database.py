@@ -1,0 +1,142 @@
+"""The sync-state database the way production runs it: PostgreSQL found through Airflow's
+connection API (here: a connection in the metadata DB, no environment variable), schema
+migrations, run leases between processes, and the refusal of a per-worker SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.dags import dagrun
+
+ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh PostgreSQL database on this machine, dropped afterwards."""
+    name = f"mailsync_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def airflow_cli(*args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", *args], env=os.environ, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.slow
+def test_the_state_connection_kept_in_the_metadata_db_is_the_one_used(
+    vendors, airflow_db, tmp_path, pg_url, monkeypatch
+):
+    dagrun.isolate(tmp_path)
+    monkeypatch.delenv("AIRFLOW_CONN_MAILSYNC_STATE")  # only the metadata DB knows it
+    database = pg_url.rsplit("/", 1)[1]
+    airflow_cli(
+        "connections", "add", "mailsync_state", "--conn-type", "postgres", "--conn-host", "127.0.0.1",
+        "--conn-port", "5432", "--conn-login", "postgres", "--conn-schema", database,
+    )  # fmt: skip
+    try:
+        run = dagrun.run("esp_to_crm_engagement", "2026-11-18T00:00:00Z")
+    finally:
+        airflow_cli("connections", "delete", "mailsync_state")
+    assert run.state == "success"
+    written = dagrun.report(run)["written"]
+    assert written > 0
+    with sa.create_engine(pg_url).connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT count(*) FROM mailsync_sync_state WHERE integration = 'esp_to_crm_engagement'")
+        ).scalar_one()
+        leases = conn.execute(sa.text("SELECT count(*) FROM mailsync_run_lock")).scalar_one()
+    assert rows == written  # every acknowledgement landed in PostgreSQL, not in a local file
+    assert leases == 0  # the run's lease was taken there and given back
+    assert not (tmp_path / "airflow" / "mailsync-state.db").exists()
+
+
+def test_a_distributed_executor_refuses_a_state_that_is_not_shared(monkeypatch):
+    from mailsync.state import StateNotConfigured, state_url
+
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    monkeypatch.delenv("AIRFLOW_CONN_MAILSYNC_STATE", raising=False)
+    with pytest.raises(
+        StateNotConfigured, match=r"define the Airflow connection 'mailsync_state' as PostgreSQL"
+    ):
+        state_url()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MAILSYNC_STATE", json.dumps({"conn_type": "sqlite", "host": "/tmp/x.db"})
+    )
+    with pytest.raises(StateNotConfigured, match="A SQLite file is per machine"):
+        state_url()
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert state_url() == "sqlite:////tmp/x.db"  # fine on one machine
+
+
+def test_a_database_made_before_migrations_is_migrated_in_place(pg_url):
+    from mailsync.state import SyncState, metadata, sync_state
+
+    old = sa.create_engine(pg_url)
+    sync_state.create(old)  # what create_all made before there were migrations
+    with old.begin() as conn:
+        conn.execute(
+            sync_state.insert().values(
+                integration="crm_to_esp_contacts", key="a@example.com", bucket=3, fingerprint="f" * 32,
+                status="subscribed", acked_at=sa.func.now(), run_id="old",
+            )
+        )  # fmt: skip
+    state = SyncState("crm_to_esp_contacts", url=pg_url)
+    assert state.count() == 1  # kept
+    tables = set(sa.inspect(state.engine).get_table_names())
+    assert {t.name for t in metadata.sorted_tables} | {"mailsync_alembic_version"} <= tables
+    with state.engine.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT version_num FROM mailsync_alembic_version")).scalar_one() == "0002"
+        )
+
+
+MIGRATE = "import sys; from mailsync.state import RunLock; RunLock('x', url=sys.argv[1]); print('ok')"
+
+
+def test_workers_starting_together_migrate_a_new_database_once(pg_url):
+    env = {**os.environ, "PYTHONPATH": f"{dagrun.PROJECT / 'plugins'}:{dagrun.PROJECT}"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", MIGRATE, pg_url], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    assert [p.communicate(timeout=120)[0].strip() for p in procs] == ["ok"] * 4
+    with sa.create_engine(pg_url).connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM mailsync_alembic_version")).scalar_one() == 1
+
+
+def test_one_run_at_a_time_holds_the_lease(pg_url, caplog):
+    from mailsync.state import RunLock, RunLockLost
+
+    a, b = RunLock("esp_to_crm_engagement", url=pg_url), RunLock("esp_to_crm_engagement", url=pg_url)
+    assert a.acquire("backfill__2026-11-14", ttl_s=60) is None
+    held = b.acquire("backfill__2026-11-15", ttl_s=60)
+    assert held is not None and held.holder == "backfill__2026-11-14"
+    a.hold("backfill__2026-11-14", ttl_s=60)  # renewing is fine
+    with pytest.raises(RunLockLost, match="backfill__2026-11-14"):
+        b.hold("backfill__2026-11-15", ttl_s=60)
+    assert RunLock("shop_conversions_to_esp", url=pg_url).acquire("x", ttl_s=60) is None  # other DAGs go on
+    assert a.release("backfill__2026-11-14") and not a.release("backfill__2026-11-14")
+    assert b.acquire("backfill__2026-11-15", ttl_s=0.2) is None
+    time.sleep(0.3)  # its run died without a teardown: the lease runs out
+    assert a.acquire("manual__2026-11-20", ttl_s=60) is None
+    assert "Took over the expired lease" in caplog.text
+    with pytest.raises(RunLockLost):
+        b.hold("backfill__2026-11-15", ttl_s=60)  # the old holder's next task must not go on
