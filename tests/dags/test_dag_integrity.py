@@ -50,6 +50,26 @@ def test_every_dag_explains_itself(dagbag):
             assert task.doc_md, f"{label}: doc_md missing"
 
 
+def test_every_task_between_the_run_lock_and_its_release_holds_the_lease(dagbag):
+    """A task added to a DAG without the lease would let two runs interleave again."""
+    from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
+
+    for dag_id, dag in dagbag.dags.items():
+        (setup,) = [t for t in dag.tasks if isinstance(t, RunLockSensor)]
+        (teardown,) = [t for t in dag.tasks if isinstance(t, ReleaseRunLockOperator)]
+        assert setup.is_setup and teardown.is_teardown and setup.task_id in teardown.upstream_task_ids
+        inside = setup.get_flat_relative_ids(upstream=False) & teardown.get_flat_relative_ids(upstream=True)
+        assert inside, dag_id
+        for task_id in inside - {teardown.task_id}:
+            task = dag.get_task(task_id)
+            hook = (
+                task.partial_kwargs.get("pre_execute")
+                if hasattr(task, "partial_kwargs")
+                else task._pre_execute_hook
+            )
+            assert hook is hold_run_lock, f"{dag_id}.{task_id} runs under the lock without holding it"
+
+
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
 def test_dag_file_has_no_heavy_import_at_top_level(path):
     tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -140,3 +140,23 @@ def test_one_run_at_a_time_holds_the_lease(pg_url, caplog):
     assert "Took over the expired lease" in caplog.text
     with pytest.raises(RunLockLost):
         b.hold("backfill__2026-11-15", ttl_s=60)  # the old holder's next task must not go on
+
+
+def test_a_task_under_the_lock_fails_when_another_run_holds_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from mailsync.operators.lock import RunLockSensor, hold_run_lock
+    from mailsync.state import RunLock, RunLockLost
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MAILSYNC_STATE", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "s.db")})
+    )
+    context = {"dag": SimpleNamespace(dag_id="esp_to_crm_engagement"), "run_id": "backfill__2026-11-15"}
+    sensor = RunLockSensor(task_id="acquire_run_lock", lock_name="esp_to_crm_engagement")
+    RunLock("esp_to_crm_engagement").acquire("backfill__2026-11-14", ttl_s=60)
+    assert sensor.poke(context) is False  # waits for the other day
+    with pytest.raises(RunLockLost):
+        hold_run_lock(context)
+    RunLock("esp_to_crm_engagement").release("backfill__2026-11-14")
+    assert sensor.poke(context) is True
+    hold_run_lock(context)  # now this run's tasks go on
