@@ -2,7 +2,8 @@
 
 ``loyalty/YYYY-MM-DD/loyalty_tiers.csv`` — cp1252 (a legacy Windows export), ``;`` separated,
 CRLF line ends, header ``customer_id;tier_code;points;member_since;name`` — followed by the
-done-marker ``loyalty_tiers.csv.done`` holding ``<sha256>  loyalty_tiers.csv`` (sha256sum format).
+done-marker ``loyalty_tiers.csv.done`` holding ``<sha256>  loyalty_tiers.csv`` (sha256sum format)
+and a comment line ``# rows: <data rows>`` (the export's own count; ``sha256sum -c`` skips it).
 Names that cp1252 cannot encode (ł, ś, CJK) arrive as ``?``, as they do from such systems.
 A member's tier on a day is the base tier moved up or down by the deterministic daily changes
 since the window start, so consecutive files differ for about 1% of members.
@@ -25,7 +26,25 @@ from sandbox.world import World
 
 FILE_NAME = "loyalty_tiers.csv"
 HEADER = "customer_id;tier_code;points;member_since;name"
-FAULTS = ("half_written", "half_written_marker", "malformed", "schema_drift", "missing")
+FAULTS = (
+    "half_written",
+    "half_written_marker",
+    "truncated",
+    "truncated_mid_row",
+    "malformed",
+    "schema_drift",
+    "comma",
+    "utf8_bom",
+    "upper_header",
+    "dialect",
+    "missing",
+)
+_DIALECT = {
+    "comma": {"comma"},
+    "utf8_bom": {"utf8_bom"},
+    "upper_header": {"upper"},
+    "dialect": {"comma", "utf8_bom", "upper"},
+}
 _TIER_EDGES = np.cumsum([0.5, 0.3, 0.15])
 _POINT_RANGES = [(0, 1000), (1000, 5000), (5000, 15000), (15000, 40000)]
 _SINCE_START = np.datetime64("2012-01-01")
@@ -158,19 +177,45 @@ def write_day(conn: sqlite3.Connection, root: Path, world: World, day: str, faul
     elif fault == "schema_drift":
         header = HEADER.replace("tier_code", "tier").encode() + b";region"
         lines = [line + b";EU" for line in lines]
+    elif fault in _DIALECT:
+        header, lines = _other_dialect(header, lines, _DIALECT[fault])
     data = b"\r\n".join([header, *lines]) + b"\r\n"
+    if fault in _DIALECT and "utf8_bom" in _DIALECT[fault]:
+        data = b"\xef\xbb\xbf" + data
+    rows = len(lines)  # the export's own count, written into the marker
     digest = hashlib.sha256(data).hexdigest()
     marker = folder / (FILE_NAME + ".done")
     marker.unlink(missing_ok=True)
-    if fault in ("half_written", "half_written_marker"):
+    if fault in ("half_written", "half_written_marker", "truncated_mid_row"):
         cut = len(data) * 11 // 20
         while data[cut - 1 : cut] in (b"\n", b"\r", b";"):
             cut += 3
         data = data[:cut]
+    elif fault == "truncated":  # the export stopped after a whole row
+        data = data[: data.index(b"\r\n", len(data) * 11 // 20) + 2]
+    if fault in ("truncated", "truncated_mid_row"):  # the transfer job hashed what was there
+        digest = hashlib.sha256(data).hexdigest()
     (folder / FILE_NAME).write_bytes(data)
     if fault != "half_written":
-        marker.write_text(f"{digest}  {FILE_NAME}\n", encoding="ascii")
-    return {"day": day, "fault": fault, "path": str(folder / FILE_NAME), "rows": len(lines), "sha256": digest}
+        count = "" if fault == "truncated_mid_row" else f"# rows: {rows}\n"  # an older marker: no count
+        marker.write_text(f"{digest}  {FILE_NAME}\n{count}", encoding="ascii")
+    return {"day": day, "fault": fault, "path": str(folder / FILE_NAME), "rows": rows, "sha256": digest}
+
+
+def _other_dialect(header: bytes, lines: list[bytes], changes: set[str]) -> tuple[bytes, list[bytes]]:
+    """The same rows as another export tool writes them: UTF-8, `,` (fields quoted where
+    needed), the header in upper case."""
+    encoding = "utf-8" if "utf8_bom" in changes else "cp1252"
+
+    def convert(line: bytes) -> bytes:
+        fields = line.decode("cp1252").split(";")
+        if "comma" in changes:
+            return ",".join(f'"{f}"' if "," in f or '"' in f else f for f in fields).encode(encoding)
+        return ";".join(fields).encode(encoding)
+
+    if "upper" in changes:
+        header = header.upper()
+    return convert(header), [convert(line) for line in lines]
 
 
 def write_window(conn: sqlite3.Connection, root: Path, world: World) -> list[str]:
@@ -180,7 +225,7 @@ def write_window(conn: sqlite3.Connection, root: Path, world: World) -> list[str
         np.datetime64(world.start_ms + d * DAY_MS, "ms").astype("datetime64[D]").item().isoformat()
         for d in range(world.days)
     ]
-    files, hashes = [], []
+    files, hashes, counts = [], [], dict.fromkeys(days, 0)
     for day in days:
         day_dir(root, day).mkdir(parents=True)
         files.append((day_dir(root, day) / FILE_NAME).open("wb"))
@@ -190,6 +235,7 @@ def write_window(conn: sqlite3.Connection, root: Path, world: World) -> list[str
             handle.write(HEADER.encode() + b"\r\n")
             digest.update(HEADER.encode() + b"\r\n")
         for index, lines in _lines(conn, world, [_offset(world, day) for day in days]):
+            counts[days[index]] += len(lines)
             if lines:
                 data = b"\r\n".join(lines) + b"\r\n"
                 files[index].write(data)
@@ -199,6 +245,6 @@ def write_window(conn: sqlite3.Connection, root: Path, world: World) -> list[str
             handle.close()
     for day, digest in zip(days, hashes, strict=True):
         (day_dir(root, day) / (FILE_NAME + ".done")).write_text(
-            f"{digest.hexdigest()}  {FILE_NAME}\n", encoding="ascii"
+            f"{digest.hexdigest()}  {FILE_NAME}\n# rows: {counts[day]}\n", encoding="ascii"
         )
     return days

@@ -66,9 +66,9 @@ def test_loyalty_file_format_and_marker(sandbox):
         data = read_file(sftp, "/loyalty/2026-11-19/loyalty_tiers.csv")
         marker = read_file(sftp, "/loyalty/2026-11-19/loyalty_tiers.csv.done").decode()
         previous = read_file(sftp, "/loyalty/2026-11-18/loyalty_tiers.csv")
-    assert marker == f"{hashlib.sha256(data).hexdigest()}  loyalty_tiers.csv\n"
     text = data.decode("cp1252")
     lines = text.split("\r\n")
+    assert marker == f"{hashlib.sha256(data).hexdigest()}  loyalty_tiers.csv\n# rows: {len(lines) - 2}\n"
     assert lines[0] == "customer_id;tier_code;points;member_since;name" and lines[-1] == ""
     rows = [line.split(";") for line in lines[1:-1]]
     assert all(len(r) == 5 for r in rows) and {r[1] for r in rows} <= set("BSGP")
