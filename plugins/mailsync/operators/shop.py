@@ -472,8 +472,10 @@ def load(run: Run) -> dict[str, Any]:
     orders = orders[known.fillna(False).to_numpy()]
     buyers = buyers[buyers[engine.KEY].isin(members).to_numpy()]
     result: dict[str, Any] = {"unknown_customer_orders": len(unknown)}
+    from mailsync.reporting import csv_for_people
+
     (run.area / "load").write_text(
-        "unknown_customer_orders.csv", pd.DataFrame({"order_id": unknown["id"]}).to_csv(index=False)
+        "unknown_customer_orders.csv", csv_for_people(pd.DataFrame({"order_id": unknown["id"]}))
     )
     if run.params.get("dry_run"):
         return {

@@ -13,8 +13,6 @@ context per gate: GX is not thread-safe (shared/PITFALLS.md).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -24,7 +22,7 @@ import pandas as pd
 from mailsync.mapping import engine
 from mailsync.mapping.spec import Mapping
 from mailsync.quality.report import render_report
-from mailsync.reporting import safe_cell
+from mailsync.reporting import csv_for_people
 from mailsync.staging import Area
 
 log = logging.getLogger(__name__)
@@ -145,10 +143,8 @@ class QualityGate:
                 e = gxe.ExpectColumnValuesToNotBeNull(column=r.input, meta=meta)
             elif r.kind == "regex":
                 e = gxe.ExpectColumnValuesToMatchRegex(column=r.input, regex=r.params["regex"], meta=meta)
-            elif r.kind == "parsed":  # a value was given but did not parse (cheaper than a row_condition)
-                e = gxe.ExpectColumnValuesToBeInSet(
-                    column=engine.parsed_column(r.input), value_set=[True], meta=meta
-                )
+            elif r.kind in ("parsed", "clean"):  # a value did not parse / holds control characters
+                e = gxe.ExpectColumnValuesToBeInSet(column=r.column(), value_set=[True], meta=meta)
             elif r.kind == "between":
                 e = gxe.ExpectColumnValuesToBeBetween(
                     column=r.input, min_value=r.params["min"], max_value=r.params["max"], meta=meta
@@ -229,7 +225,7 @@ class QualityGate:
         # The row numbers go in as the frame's unnamed index: GX then returns the index of the
         # failing rows as they are, where naming an index column makes it look up every failing
         # row one by one (half the gate's time on dirty data).
-        checked = {engine.parsed_column(r.input) if r.kind == "parsed" else r.input for r in self._rules}
+        checked = {r.column() for r in self._rules}
         frame = prepared[[c for c in prepared.columns if c in checked]]
         frame.index = pd.Index(prepared[engine.ROW].to_numpy())
         result = self._batch(frame).validate(
@@ -354,16 +350,13 @@ class QualityGate:
             self._fail(f"{name}: {detail}")
 
     def _write_quarantine(self):
-        """One CSV for people (cells that a spreadsheet would run as formulas are defused)."""
+        """One CSV for people, written by `csv_for_people` like every such file: formulas are
+        defused in every cell whatever the delimiter, control characters never appear raw."""
         frames = list(self._parts.iter_parquet())
         columns = list(dict.fromkeys(c for f in frames for c in f.columns)) or ["row", "reason"]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(columns)
-        for frame in frames:
-            for row in frame.reindex(columns=columns).itertuples(index=False):
-                writer.writerow(["" if pd.isna(v) else safe_cell(str(v)) for v in row])
-        path = self.area.write_text("quarantine.csv", buffer.getvalue())
+        parts = [csv_for_people(pd.DataFrame(columns=columns).astype("string"))]
+        parts += [csv_for_people(f.reindex(columns=columns), header=False) for f in frames]
+        path = self.area.write_text("quarantine.csv", "".join(parts))
         self._parts.clear()
         return path
 
