@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mailsync.mapping import types as t
 from mailsync.mapping.spec import DestField, Input, Mapping, Source
@@ -48,13 +50,57 @@ class RowRule:
 
     rule: str  # the reason an analyst reads, e.g. "invalid_email"
     input: str
-    kind: str  # not_null | regex | parsed | between | in_set | max_length
+    kind: str  # not_null | regex | parsed | clean | between | in_set | max_length
     params: dict[str, Any] = field(default_factory=dict)
+
+    def column(self) -> str:
+        """The prepared column the check runs on."""
+        if self.kind == "parsed":
+            return parsed_column(self.input)
+        if self.kind == "clean":
+            return clean_column(self.input)
+        return self.input
 
 
 def parsed_column(name: str) -> str:
     """Boolean column of a typed input: False where a value was given but did not parse."""
     return f"{name}__parsed"
+
+
+def clean_column(name: str) -> str:
+    """Boolean column of a string input with `control_chars: quarantine`: False where the value
+    holds a control character."""
+    return f"{name}__clean"
+
+
+# Control characters (C0, DEL, C1), as RE2 classes for Arrow's regex kernels; LINE are the ones
+# a `multiline` input keeps.
+_CONTROLS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_ANY_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
+_LINE = r"\r\n|[\t\n\r]"
+_ANSI = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]"  # terminal escape sequences (colours, cursor moves)
+
+
+def _arrow(s: pd.Series) -> pa.Array:
+    return pa.array(s, type=pa.large_string(), from_pandas=True)
+
+
+def has_controls(s: pd.Series, *, multiline: bool = False) -> pd.Series:
+    """True where a text value holds a control character (tab/newline allowed if multiline)."""
+    hit = pc.match_substring_regex(_arrow(s), _CONTROLS if multiline else _ANY_CONTROL)
+    return pd.Series(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), index=s.index)
+
+
+def strip_controls(s: pd.Series, *, multiline: bool = False) -> pd.Series:
+    """Text without control characters: terminal escape sequences are removed whole, tab, CR
+    and LF become a space (kept if multiline), the others are removed; a value left blank
+    becomes null."""
+    arr = pc.replace_substring_regex(_arrow(s), _ANSI, "")
+    if not multiline:
+        arr = pc.replace_substring_regex(arr, _LINE, " ")
+    arr = pc.replace_substring_regex(arr, _CONTROLS, "")
+    out = pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index)
+    return out.mask(out.str.strip() == "")
 
 
 def row_rules(source: Source) -> list[RowRule]:
@@ -74,6 +120,8 @@ def row_rules(source: Source) -> list[RowRule]:
             rules.append(RowRule(inp.rule or "unknown_value", name, "in_set", {"values": list(inp.allowed)}))
         if inp.max_length is not None:
             rules.append(RowRule("too_long", name, "max_length", {"max": inp.max_length}))
+        if inp.controls == "quarantine":
+            rules.append(RowRule("control_characters", name, "clean"))
     return rules
 
 
@@ -96,7 +144,10 @@ def _parse(inp: Input, raw: pd.Series) -> pd.Series:
         return t.numbers(raw, integer=inp.type == "integer")
     if inp.type == "boolean":
         return t.booleans(raw, inp.true_values, inp.false_values)
-    return t.normalize(t.as_text(raw), inp.normalize)
+    text = t.as_text(raw)
+    if inp.controls == "strip":
+        text = strip_controls(text, multiline=inp.multiline)
+    return t.normalize(text, inp.normalize)
 
 
 def prepare(mapping: Mapping, source_name: str, raw: pd.DataFrame, *, row_offset: int = 0) -> pd.DataFrame:
@@ -117,6 +168,8 @@ def prepare(mapping: Mapping, source_name: str, raw: pd.DataFrame, *, row_offset
         if inp.type in _PARSED_TYPES:
             given = t.as_text(raw[col]).notna().to_numpy()
             out[parsed_column(name)] = ~(given & out[name].isna().to_numpy())
+        if inp.controls == "quarantine":
+            out[clean_column(name)] = ~has_controls(t.as_text(raw[col]), multiline=inp.multiline)
     out[KEY] = out[source.key.input].astype(t.STRING)
     return out.reset_index(drop=True)
 

@@ -43,6 +43,24 @@ class Input(_Strict):
     allowed: tuple[str, ...] | None = None  # closed set of values (after normalisation)
     max_length: int | None = None
     rule: str | None = None  # name of the quarantine reason; derived from the type if absent
+    # Text hygiene of string inputs: a control character (C0, DEL, C1; with `multiline` tab and
+    # newline are allowed) never reaches a destination. `strip` (the default for string inputs)
+    # removes it — tab, CR and LF become a space — before the `normalize` steps; `quarantine`
+    # makes the row bad instead (rule `control_characters`): for ids and codes, where one means
+    # the value is corrupt.
+    control_chars: Literal["strip", "quarantine"] | None = None
+    multiline: bool = False
+
+    @property
+    def controls(self) -> str | None:
+        """The control-character rule in force: stated, or `strip` for string inputs."""
+        return self.control_chars or ("strip" if self.type == "string" else None)
+
+    @model_validator(mode="after")
+    def _text_options_only_for_strings(self) -> Input:
+        if (self.control_chars is not None or self.multiline) and self.type != "string":
+            raise ValueError("`control_chars`/`multiline` only apply to inputs of type string")
+        return self
 
     @model_validator(mode="after")
     def _formats_only_for_dates(self) -> Input:
