@@ -32,6 +32,7 @@ from sandbox.web import AppState, Call, Reply, Vendor, VendorError
 BATCH_MAX = 100
 SEARCH_MAX_LIMIT = 200
 SEARCH_CEILING = 10_000
+IN_MAX = 100  # values of one IN / NOT_IN filter
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
@@ -234,6 +235,8 @@ def _filter_sql(flt: object) -> tuple[str, list]:
         if op == "BETWEEN":
             return f"{column} BETWEEN ? AND ?", [convert(flt["value"]), convert(flt["highValue"])]
         if op in ("IN", "NOT_IN"):
+            if len(flt.get("values", [])) > IN_MAX:
+                raise invalid(f"{op} filter on {flt['propertyName']} takes at most {IN_MAX} values")
             values = [convert(v) for v in flt.get("values", [])]
             marks = ",".join("?" * len(values)) or "NULL"
             return f"{column} {'NOT ' if op == 'NOT_IN' else ''}IN ({marks})", values

@@ -2,11 +2,14 @@
 
 Connection `crm_default`: host = https://api.hubapi.com, password = private app token (sent
 as a bearer token); extra: optional `max_connections` (default 4: HubSpot allows ~190 calls
-per 10 s for private apps) and `batch_size` (≤ 100).
+per 10 s for private apps), `batch_size` (≤ 100) and `search_rate` (search requests per second,
+≤ 5: HubSpot's search endpoints have a limit of their own).
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -19,6 +22,8 @@ from mailsync.pii import redact
 MAX_BATCH = 100  # HubSpot's limit for batch read/update/upsert
 SEARCH_PAGE = 200  # HubSpot's largest search page
 SEARCH_WINDOW = 10_000  # a search can page through at most 10,000 results
+SEARCH_IN_VALUES = 100  # values of one IN filter
+SEARCH_RATE = 5.0  # search requests per second per account (HubSpot's own limit, apart from the rest)
 
 
 class SearchWindowExceeded(VendorError):
@@ -44,8 +49,24 @@ class CrmHook(VendorHttpHook):
     default_conn_name = "crm_default"
     hook_name = "CRM (HubSpot CRM v3)"
     vendor = "CRM"
-    option_keys = ("batch_size",)
+    option_keys = ("batch_size", "search_rate")
     default_max_connections = 4
+
+    def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(conn_id, **kwargs)
+        self._search_lock = threading.Lock()
+        self._next_search = 0.0
+
+    def _search_call(self, body: dict) -> dict:
+        """One search request, paced to HubSpot's search limit (`search_rate` per second, at most
+        5) across every thread of this hook: the search endpoints answer 429 past it."""
+        rate = min(SEARCH_RATE, float(self.options.get("search_rate", SEARCH_RATE)))
+        with self._search_lock:
+            now = time.monotonic()
+            wait_s, self._next_search = self._next_search - now, max(now, self._next_search) + 1 / rate
+        if wait_s > 0:
+            time.sleep(wait_s)
+        return self.call("POST", "crm/v3/objects/contacts/search", json=body).json()
 
     def _auth(self, connection) -> BearerAuth:
         if not connection.password:
@@ -87,7 +108,7 @@ class CrmHook(VendorHttpHook):
         """How many (unarchived) contacts the CRM holds: the search's `total` of an unfiltered query,
         to tell a complete listing from one that ended early."""
         body = {"filterGroups": [], "properties": ["hs_object_id"], "limit": 1}
-        return int(self.call("POST", "crm/v3/objects/contacts/search", json=body).json()["total"])
+        return int(self._search_call(body)["total"])
 
     def iter_modified_contacts(
         self, properties: list[str], start: datetime, end: datetime
@@ -136,43 +157,146 @@ class CrmHook(VendorHttpHook):
             "limit": SEARCH_PAGE,
             "after": str(after),
         }
-        return self.call("POST", "crm/v3/objects/contacts/search", json=body).json()
+        return self._search_call(body)
 
     # -- writes -----------------------------------------------------------------------------
     def ids_by_email(self, emails: list[str]) -> dict[str, str]:
-        """Contact ids of up to 100 emails (batch read by email); unknown emails are left out."""
+        """Contact ids of up to 100 emails (batch read by email); unknown emails are left out.
+        HubSpot answers one record per email: use `all_ids_by_email` to reach duplicates."""
         body = {"idProperty": "email", "inputs": [{"id": e} for e in emails], "properties": ["email"]}
         response = self.call("POST", "crm/v3/objects/contacts/batch/read", json=body, ok=(200, 207))
         found = {}
         for result in response.json().get("results", []):
             email = ((result.get("properties") or {}).get("email") or "").strip().lower()
-            found.setdefault(email, str(result["id"]))  # several contacts share an email: the first
+            found.setdefault(email, str(result["id"]))
+        return found
+
+    def all_ids_by_email(self, emails: list[str]) -> dict[str, list[str]]:
+        """Every contact id of up to 100 emails, duplicates included: one search with an `IN`
+        filter on email (HubSpot: ≤ 100 values, lower-case; pages of 200; ≤ 10,000 results),
+        paced to the search limit. Unknown emails are left out."""
+        if len(emails) > SEARCH_IN_VALUES:
+            raise ValueError(f"at most {SEARCH_IN_VALUES} emails per search, got {len(emails)}")
+        wanted = sorted({e.strip().lower() for e in emails})
+        found: dict[str, list[str]] = {}
+        after = 0
+        while wanted:
+            body = self._search_call(
+                {
+                    "filterGroups": [
+                        {"filters": [{"propertyName": "email", "operator": "IN", "values": wanted}]}
+                    ],
+                    "sorts": [{"propertyName": "hs_object_id", "direction": "ASCENDING"}],
+                    "properties": ["email"],
+                    "limit": SEARCH_PAGE,
+                    "after": str(after),
+                }
+            )
+            results = body.get("results", [])
+            for result in results:
+                email = ((result.get("properties") or {}).get("email") or "").strip().lower()
+                found.setdefault(email, []).append(str(result["id"]))
+            after += len(results)
+            if not results or not (body.get("paging") or {}).get("next"):
+                break
+            if after >= SEARCH_WINDOW:
+                raise SearchWindowExceeded(
+                    f"CRM search: more than {SEARCH_WINDOW} contacts share {len(wanted)} emails"
+                )
         return found
 
     def update_contacts(
-        self, updates: Iterable[dict[str, Any]], *, concurrency: int | None = None
+        self,
+        updates: Iterable[dict[str, Any]],
+        *,
+        concurrency: int | None = None,
+        all_records: bool = True,
     ) -> Iterator[BatchResult]:
         """Update contacts found by email, 100 per batch; never creates one.
 
         Each update is {"email": ..., "properties": {...}}. HubSpot's batch update goes by record
-        id only (by email it answers "non-unique property"), so each batch first reads the ids of
-        its emails (batch read by email), then updates by id: two calls per 100 contacts. Emails
-        the CRM does not know come back rejected as `unknown_contact`. HubSpot refuses a whole
-        batch for one invalid input; such a batch is split until the bad input stands alone — but
-        when both halves fail the same way the error is not about one record (a missing custom
-        property, say) and the task fails with it instead.
+        id only (by email it answers "non-unique property"), so the ids come first. With
+        `all_records` (the default) every record sharing the email is updated: a search with an
+        `IN` filter per 100 emails finds them all (the batch read by email answers one per email);
+        emails the search misses (its index lags behind new contacts by minutes) are read by
+        email, 100 at a time, before they count as unknown. The id updates are packed 100 per
+        call, the records of one email in one call, so a night costs about one search and one
+        update per 100 contacts. Without `all_records`: one batch read per 100 emails, the one
+        record HubSpot returns per email. An email is acknowledged only when every one of its
+        records was updated; emails the CRM does not know come back rejected as
+        `unknown_contact`. HubSpot refuses a whole batch for one invalid input; such a batch is
+        split until the bad input stands alone — but when both halves fail the same way the
+        error is not about one record (a missing custom property, say) and the task fails with it
+        instead.
         """
         yield from self.run_concurrently(
-            self._update_batch, batched(updates, self.batch_size), concurrency=concurrency
+            self._update_ids, self._id_batches(updates, all_records=all_records), concurrency=concurrency
         )
 
-    def _update_batch(self, updates: list[dict]) -> BatchResult:
-        ids = self.ids_by_email([_key(u) for u in updates])
-        known = [u for u in updates if _key(u) in ids]
-        unknown = [{"key": _key(u), "reason": "unknown_contact"} for u in updates if _key(u) not in ids]
-        inputs = [{"id": ids[_key(u)], "properties": u["properties"]} for u in known]
-        result = self._update_by_id(inputs, [_key(u) for u in known]) if inputs else BatchResult()
-        return BatchResult(result.accepted, result.rejected + unknown)
+    def _id_batches(self, updates: Iterable[dict[str, Any]], *, all_records: bool) -> Iterator[tuple]:
+        """(inputs by id, the (update number, email) of each input, rejections) packed ≤ 100
+        inputs per call. Runs in the caller's thread, so the searches are sequential (and paced)
+        while the updates go out in parallel."""
+        inputs: list[dict] = []
+        keys: list[tuple[int, str]] = []
+        missed: list[tuple[int, dict]] = []
+
+        def add(n: int, update: dict, ids: list[str]) -> Iterator[tuple]:
+            nonlocal inputs, keys
+            if len(ids) > MAX_BATCH:
+                yield (
+                    [],
+                    [],
+                    [{"key": _key(update), "reason": f"more than {MAX_BATCH} CRM records share the email"}],
+                )
+                return
+            if len(inputs) + len(ids) > self.batch_size:
+                yield inputs, keys, []
+                inputs, keys = [], []
+            inputs += [{"id": i, "properties": update["properties"]} for i in ids]
+            keys += [(n, _key(update))] * len(ids)
+
+        def read_missed(final: bool) -> Iterator[tuple]:
+            nonlocal missed
+            while len(missed) >= MAX_BATCH or (final and missed):
+                part, missed = missed[:MAX_BATCH], missed[MAX_BATCH:]
+                ids = self.ids_by_email([_key(u) for _, u in part])
+                for n, u in part:
+                    if _key(u) in ids:
+                        yield from add(n, u, [ids[_key(u)]])
+                unknown = [
+                    {"key": _key(u), "reason": "unknown_contact"} for _, u in part if _key(u) not in ids
+                ]
+                if unknown:
+                    yield [], [], unknown
+
+        for batch in batched(enumerate(updates), min(self.batch_size, SEARCH_IN_VALUES)):
+            if all_records:
+                found = self.all_ids_by_email([_key(u) for _, u in batch])
+                for n, u in batch:
+                    if _key(u) in found:
+                        yield from add(n, u, found[_key(u)])
+                    else:
+                        missed.append((n, u))
+                yield from read_missed(final=False)
+            else:
+                missed.extend(batch)
+                yield from read_missed(final=True)
+        yield from read_missed(final=True)
+        if inputs:
+            yield inputs, keys, []
+
+    def _update_ids(self, item: tuple) -> BatchResult:
+        """Update one packed batch by id; an update (an email) is accepted only when every one of
+        its records was, and rejected once with the first reason otherwise."""
+        inputs, keys, rejected = item
+        result = self._update_by_id(inputs, keys) if inputs else BatchResult()
+        failed: dict[tuple[int, str], str] = {}
+        for r in result.rejected:
+            failed.setdefault(r["key"] if isinstance(r["key"], tuple) else (-1, r["key"]), r["reason"])
+        accepted = [{"key": email} for n, email in dict.fromkeys(keys) if (n, email) not in failed]
+        refused = [{"key": email, "reason": reason} for (_, email), reason in failed.items()]
+        return BatchResult(accepted, refused + rejected)
 
     def _post_update(self, inputs: list[dict]):
         response = self.call(

@@ -203,6 +203,10 @@ class Destination(_Strict):
     object: str
     key: str  # the destination field holding the match key
     on_removed: Literal["archive", "delete"] = "archive"  # records whose source is gone
+    # Destinations found by email (the CRM): several records may share one normalised email (one
+    # person entered twice). `all_records_with_email` (the default) writes to every one of them;
+    # `one_record_per_email` only to the record the CRM's read by email returns.
+    write_back: Literal["all_records_with_email", "one_record_per_email"] = "all_records_with_email"
 
 
 class Reporting(_Strict):

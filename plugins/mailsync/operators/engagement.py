@@ -264,7 +264,8 @@ def clicks_between(start: datetime, end: datetime) -> pd.DataFrame:
 
 # -- diff and load ---------------------------------------------------------------------------------
 def load(run: Run) -> dict[str, Any]:
-    """Write changed contacts' values to the CRM (batch update by email; never creates contacts)."""
+    """Write changed contacts' values to the CRM (by email, to every record sharing it as the
+    mapping's `write_back` says; never creates contacts)."""
     area = run.area / "desired"
     if not area.exists("contacts.parquet"):
         return {"written": 0, "unknown_contacts": 0, "api_calls": 0}
@@ -278,7 +279,8 @@ def load(run: Run) -> dict[str, Any]:
     meta = sync.ack_meta(upserts)
     hook = CrmHook()
     written, rejected = 0, []
-    for result in hook.update_contacts(sync.payloads(m, upserts)):
+    all_records = m.destination.write_back == "all_records_with_email"
+    for result in hook.update_contacts(sync.payloads(m, upserts), all_records=all_records):
         sync.acknowledge(state, result.accepted, meta, run.run_id)
         written += len(result.accepted)
         rejected.extend(result.rejected)

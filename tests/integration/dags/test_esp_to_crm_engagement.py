@@ -12,7 +12,13 @@ from mailsync.hooks.base import VendorUnavailable
 from mailsync.operators import engagement
 from mailsync.operators.run import Run
 from tests.integration.dags import dagrun
-from tests.integration.dags.expected_engagement import crm_state, expected_crm
+from tests.integration.dags.expected_engagement import (
+    crm_records,
+    crm_state,
+    duplicated_emails,
+    expected_crm,
+    expected_records,
+)
 
 DAG = "esp_to_crm_engagement"
 WEEK = [datetime(2026, 11, 13, tzinfo=UTC) + timedelta(days=i) for i in range(7)]  # interval starts
@@ -37,7 +43,7 @@ def run_day(start: datetime) -> dict:
 
 
 def test_a_week_of_daily_runs_equals_a_direct_computation(world):
-    before = crm_state(world)
+    before, before_records = crm_state(world), crm_records(world)
     for start in WEEK:  # the DAG's own runs: logical date = interval end for a manual run
         run = dagrun.run(DAG, (start + timedelta(days=1)).isoformat())
         assert run.state == "success" and run.data_interval_start == start
@@ -46,6 +52,11 @@ def test_a_week_of_daily_runs_equals_a_direct_computation(world):
     assert after == expected
     touched = sum(1 for e in expected if expected[e] != before[e])
     assert touched > 100  # the week really changed contacts
+    # every CRM record of a touched email, the generator's duplicates of a person included
+    expected_all = expected_records(world, WEEK[0], WEEK[-1] + timedelta(days=1), before_records)
+    assert crm_records(world) == expected_all
+    twice = duplicated_emails(world)
+    assert any(r["email"] in twice and r != before_records[i] for i, r in expected_all.items())
     report = dagrun.report(run)
     assert report["unknown_contacts"] >= 1 and report["crm_write_calls"] >= 1
 
