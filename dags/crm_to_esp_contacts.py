@@ -6,8 +6,8 @@ language, client id, loyalty tier, lifetime value, last order date, consent — 
 (Mailchimp) audience, for personalisation and segments.
 
 **Flow:** `wait_for_loyalty_file`; `acquire_run_lock` → `extract_contacts` / `extract_loyalty`
-→ `validate` → `plan` → per partition `transform` → `diff` → `check_removals` (all partitions)
-→ per partition `load` → `commit` → `report` → `release_run_lock`.
+→ `validate` / `list_audience` → `plan` → per partition `transform` → `diff` → `check_removals`
+(all partitions) → per partition `load` → `commit` → `report` → `release_run_lock`.
 
 * **One run at a time** from `acquire_run_lock` to `release_run_lock` (setup and teardown): a
   manual run or a backfill next to the nightly waits there (its log names the run it waits for),
@@ -34,12 +34,22 @@ language, client id, loyalty tier, lifetime value, last order date, consent — 
   is ever subscribed again. Contacts deleted in the CRM are archived the next night; contacts
   erased (GDPR) vanish from HubSpot without a trace, so they are archived by the next
   `full_refresh` — schedule one weekly (a run with that param).
+* **Mirror** (the first full sync against an audience that existed before us): removals
+  normally come only from what this sync acknowledged, so members whose CRM contact was
+  archived or deleted before the first sync stay subscribed. With `mirror` (a full refresh),
+  `list_audience` lists the ESP audience and every member no CRM contact has (valid or
+  quarantined) is archived (or deleted, as the mapping's `on_removed` says) in the `load` of its
+  key bucket. Nothing else changes for anybody: an unsubscribed or cleaned member is only ever
+  archived, never set to another status. The removal stop counts these removals with the others,
+  against the audience size: on an audience full of old members, confirm with
+  `allow_mass_removal`.
 
 **Params:** `full_refresh` (pull every contact; detects GDPR erasures), `dry_run` (compute and
 report the difference, write nothing), `partitions` (parallel load tasks; the result does not
 depend on it), `loyalty_wait_minutes` / `loyalty_required` (how long to wait for the loyalty
 file, and whether to fail or go on with the last known tiers), `allow_mass_removal` /
-`max_removal_share` (a safety stop against archiving much of the audience by mistake).
+`max_removal_share` (a safety stop against archiving much of the audience by mistake),
+`mirror` (also archive ESP members the CRM does not have; implies `full_refresh`).
 
 **When it fails:** read the failed task's log (it says what to check). A quality failure: open
 the report; fix at the source or raise the threshold in the mapping; clear the `validate` task.
@@ -103,6 +113,12 @@ ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/
         "max_removal_share": Param(
             0.1, type="number", minimum=0, maximum=1, description="Safety stop for removals."
         ),
+        "mirror": Param(
+            False,
+            type="boolean",
+            description="First sync against an existing audience: also archive (on_removed) every ESP "
+            "member the CRM does not have. Implies full_refresh; counted by the removal stop.",
+        ),
     },
 )
 def crm_to_esp_contacts():
@@ -135,6 +151,13 @@ def crm_to_esp_contacts():
         from mailsync.operators import contacts
 
         return contacts.validate(Run.of_current_task())
+
+    @task(pre_execute=hold_run_lock, multiple_outputs=False)
+    def list_audience(extracted: dict) -> dict:
+        """With `mirror`: list the ESP audience and stage the members no CRM contact has (else nothing)."""
+        from mailsync.operators import contacts
+
+        return contacts.list_audience(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def plan(extracted: dict, validated: dict) -> list[dict]:
@@ -205,7 +228,9 @@ def crm_to_esp_contacts():
     loyalty = extract_loyalty(loyalty_day.output)
     lock >> [extracted, loyalty]
     validated = validate(extracted, loyalty)
-    diffs = diff.expand(transformed=transform.expand(part=plan(extracted, validated)))
+    planned = plan(extracted, validated)
+    list_audience(extracted) >> planned
+    diffs = diff.expand(transformed=transform.expand(part=planned))
     loads = load.expand(diffed=check_removals(diffs))
     report(extracted, loyalty, validated, loads, commit(loads)) >> release.as_teardown(setups=lock)
 

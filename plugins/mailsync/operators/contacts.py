@@ -59,7 +59,10 @@ def _loyalty_snapshot(run: Run) -> Area:
 def extract(run: Run) -> dict[str, Any]:
     """Stage CRM contacts of the interval (all of them on a full refresh or the very first run)."""
     started_at = datetime.now(UTC).isoformat()
-    full = bool(run.params.get("full_refresh")) or not _contacts_snapshot(run).exists()
+    full = (
+        bool(run.params.get("full_refresh") or run.params.get("mirror"))
+        or not _contacts_snapshot(run).exists()
+    )
     hook = CrmHook()
     properties = [c for c in engine.source_columns(mapping().sources["contacts"]).values() if c != ID]
     out = run.area / "extract" / "contacts"
@@ -342,27 +345,111 @@ def commit(run: Run) -> dict[str, Any]:
     return {"committed": True, "snapshot_files": files, "high_water": run.end.isoformat()}
 
 
+# -- mirror: the ESP audience as it is ------------------------------------------------------------
+def _audience(run: Run) -> Area:
+    return run.area / "audience"
+
+
+def list_audience(run: Run) -> dict[str, Any]:
+    """With `mirror`: list the ESP audience (email and status, 1,000 per call) and stage, per key
+    bucket, the members no contact of tonight's full CRM extract has (archived or deleted in the
+    CRM before our first sync, or never there). Every extracted contact counts, valid or not: a
+    contact whose row was quarantined tonight is not a reason to archive anybody. Members the
+    ESP already keeps archived are left alone. Without `mirror` nothing is listed."""
+    out = _audience(run)
+    out.clear()
+    if not run.params.get("mirror"):
+        return {"mirror": False}
+    from mailsync.mapping import types as t
+
+    crm = set(
+        t.email(concat((run.area / "extract" / "contacts").iter_parquet(columns=["email"]))["email"]).dropna()
+    )
+    hook = EspHook()
+    pages = [
+        pd.DataFrame(page, columns=["email_address", "status"])
+        for page in hook.iter_members(fields="email_address,status")
+    ]
+    listed = concat(pages, columns=["email_address", "status"]).astype("string")
+    members = pd.DataFrame({"key": t.email(listed["email_address"]), "status": listed["status"]})
+    members = members[
+        members["key"].notna().to_numpy() & members["status"].ne("archived").fillna(True).to_numpy()
+    ]
+    members = members.drop_duplicates("key")
+    members["bucket"] = engine.bucket_of(members["key"], BUCKETS)
+    absent = members[~members["key"].isin(crm).to_numpy()]
+    for bucket, rows in absent.groupby("bucket", sort=True):
+        out.write_parquet(f"bucket={bucket:02d}.parquet", rows.reset_index(drop=True))
+    sizes = members.groupby("bucket").size().rename("members").reset_index()
+    out.write_parquet("sizes.parquet", sizes)
+    log.info(
+        "Mirror: the ESP audience holds %d members, %d of them unknown to the CRM", len(members), len(absent)
+    )
+    return {"mirror": True, "audience": len(members), "absent_from_crm": len(absent), **hook.stats.as_dict()}
+
+
+def _mirror_removals(run: Run, buckets: list[int], desired: pd.DataFrame, removals: pd.DataFrame):
+    """(the partition's audience members to archive by `mirror`, the partition's audience size)."""
+    area = _audience(run)
+    if not area.exists("sizes.parquet"):
+        return removals.iloc[0:0], 0
+    sizes = area.read_parquet("sizes.parquet")
+    size = int(sizes.loc[sizes["bucket"].isin(buckets), "members"].sum())
+    absent = concat(
+        area.read_parquet(f"bucket={b:02d}.parquet")
+        for b in buckets
+        if area.exists(f"bucket={b:02d}.parquet")
+    )
+    if absent.empty:
+        return removals.iloc[0:0], size
+    keep = absent["key"].isin(desired[engine.KEY]) | absent["key"].isin(removals["key"])
+    absent = absent[~keep.to_numpy()]
+    frame = pd.DataFrame(
+        {
+            "key": absent["key"].astype("string"),
+            "fingerprint": pd.Series(pd.NA, index=absent.index, dtype="string"),
+            "status": absent["status"].astype("string"),
+            "bucket": absent["bucket"].astype("int64"),
+        }
+    )
+    return frame.reset_index(drop=True), size
+
+
 # -- diff and load -------------------------------------------------------------------------------
 def diff(run: Run, transformed: dict[str, Any]) -> dict[str, Any]:
-    """Compare a partition's desired members with the acknowledged state."""
+    """Compare a partition's desired members with the acknowledged state; with `mirror`, also
+    with the audience the ESP holds (members unknown to the CRM are removed, `mirror` column)."""
     partition, buckets = transformed["partition"], transformed["buckets"]
     desired = concat((run.area / "desired").read_parquet(f"bucket={b:02d}.parquet") for b in buckets)
     state = SyncState(INTEGRATION)
     acked = state.load(buckets)
     upserts, removals, counts = sync.diff(desired, acked)
+    mirrored, audience = _mirror_removals(run, buckets, desired, removals)
+    removals = pd.concat(
+        [removals.assign(**{sync.MIRROR: False}), mirrored.assign(**{sync.MIRROR: True})], ignore_index=True
+    )
+    counts["to_remove"] += len(mirrored)
     out = run.area / "diff" / f"partition={partition:03d}"
     out.write_parquet("upserts.parquet", upserts)
     out.write_parquet("removals.parquet", removals)
-    return {**transformed, **counts, "acked": len(acked)}
+    return {
+        **transformed,
+        **counts,
+        "acked": len(acked),
+        "audience": audience,
+        "mirror_remove": len(mirrored),
+    }
 
 
 def guard_removals(run: Run, diffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stop before any load when the run as a whole would remove a large share of the audience
-    (almost always an extract problem); hand the partitions on otherwise."""
+    (almost always an extract problem); hand the partitions on otherwise. Removals are counted
+    against what the ESP holds: the acknowledged members, or with `mirror` the listed audience
+    when that is larger."""
     diffs = [diffs] if isinstance(diffs, dict) else list(diffs)
     sync.guard_mass_removal(
         sum(d["to_remove"] for d in diffs),
-        sum(d["acked"] for d in diffs),
+        sum(max(d["acked"], d.get("audience", 0)) for d in diffs),
         max_share=float(run.params.get("max_removal_share", 0.1)),
         allowed=bool(run.params.get("allow_mass_removal")),
     )

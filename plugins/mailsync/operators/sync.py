@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 BUCKET = "__bucket"
 CHANGE = "__change"
+MIRROR = "mirror"  # a removal column: True for audience members the source lacks (not in the state)
 
 
 class MassRemovalRefused(Exception):
@@ -166,7 +167,10 @@ def load_members(
         counts["created"] += sum(1 for a in result.accepted if a.get("created"))
         counts["updated"] += sum(1 for a in result.accepted if not a.get("created"))
         rejected.extend(result.rejected)
-    remove_keys = removals["key"][removals["key"].isin(acked.index)].tolist()
+    # removals of the state: only what is still acknowledged (a retry skips what an earlier try
+    # removed); mirror removals were never ours to acknowledge, and archiving twice is harmless
+    mirror = removals[MIRROR].fillna(False).astype(bool) if MIRROR in removals else False
+    remove_keys = removals["key"][(removals["key"].isin(acked.index) | mirror).to_numpy()].tolist()
     for result in hook.remove_members(remove_keys, permanently=permanently, concurrency=concurrency):
         state.forget([a["key"] for a in result.accepted])
         counts["removed"] += len(result.accepted)
