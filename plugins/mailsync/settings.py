@@ -8,6 +8,7 @@ the `mailsync_state` connection (PostgreSQL).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -39,6 +40,39 @@ def run_lock_ttl_s() -> float:
     """How long a run lease lasts after its last renewal (see mailsync.operators.lock); longer
     than any task's execution_timeout, since each task renews it when it starts."""
     return float(os.environ.get("MAILSYNC_RUN_LOCK_TTL_S", str(3 * 3600)))
+
+
+RETENTION_FILE = "retention.yaml"  # in INCLUDE_DIR; MAILSYNC_RETENTION_FILE names another one
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long personal data stays in our staging (include/retention.yaml, enforced daily by
+    the mailsync_retention DAG). Run folders hold full extracts; quarantine and rejected files
+    hold raw bad rows by design, so they go sooner; a recorded erasure must be applied to every
+    copy we keep within `erasure_days`."""
+
+    run_days: int
+    quarantine_days: int
+    erasure_days: int
+
+
+def retention() -> Retention:
+    """The retention policy, checked: a day at least for run folders (never tonight's), and
+    quarantine files not kept longer than the run folders that contain them."""
+    import yaml
+
+    path = Path(os.environ.get("MAILSYNC_RETENTION_FILE") or INCLUDE_DIR / RETENTION_FILE)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    unknown = set(raw) - {"version", "run_days", "quarantine_days", "erasure_days"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    policy = Retention(int(raw["run_days"]), int(raw["quarantine_days"]), int(raw["erasure_days"]))
+    if policy.run_days < 1 or policy.quarantine_days < 1 or policy.erasure_days < 1:
+        raise ValueError(f"{path}: every retention must be at least 1 day: {policy}")
+    if policy.quarantine_days > policy.run_days:
+        raise ValueError(f"{path}: quarantine_days {policy.quarantine_days} > run_days {policy.run_days}")
+    return policy
 
 
 def airflow_home() -> Path:

@@ -57,6 +57,19 @@ run_lock = sa.Table(
 )
 
 
+erasure = sa.Table(  # hashes only: the ledger itself holds no personal data in clear
+    "mailsync_erasure",
+    metadata,
+    sa.Column("subject", sa.String(64), primary_key=True),  # pseudonym("email", ...)
+    sa.Column("customer_hash", sa.String(64)),
+    sa.Column("crm_hash", sa.String(64)),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("applied_at", sa.DateTime(timezone=True)),
+    sa.Column("run_id", sa.String(250)),
+)
+
+
 class StateNotConfigured(RuntimeError):
     """The sync state would not be shared by every worker."""
 
@@ -305,6 +318,126 @@ class RunLock:
                 run_lock.delete().where(run_lock.c.name == self.name, run_lock.c.holder == holder)
             )
         return done.rowcount == 1
+
+
+def normalise(kind: str, value: Any) -> str:
+    """The form an identifier is compared in: emails trimmed and lower-cased (like sync keys),
+    customer ids upper-cased (like the mapping's), CRM ids trimmed."""
+    text = str(value).strip()
+    return text.lower() if kind == "email" else text.upper() if kind == "customer_id" else text
+
+
+def pseudonym(kind: str, value: Any) -> str:
+    """sha256 of a normalised identifier; for an email just sha256(email), so an operator can
+    compute it with `printf %s jane@example.com | sha256sum`."""
+    import hashlib
+
+    text = normalise(kind, value)
+    return hashlib.sha256((text if kind == "email" else f"{kind}:{text}").encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Erasure:
+    subject: str  # pseudonym of the email
+    customer_hash: str | None
+    crm_hash: str | None
+    source: str
+    recorded_at: datetime
+    applied_at: datetime | None
+
+
+class ErasureLedger:
+    """People whose personal data must leave our staging, snapshots and sync state (GDPR).
+
+    The contacts sync records those a full refresh no longer finds in the CRM (HubSpot's GDPR
+    delete leaves no trace: that run is the only moment we learn of it); an operator records a
+    request (`python -m mailsync.operators.retention erase EMAIL`). Only hashes are kept, so the
+    ledger can stay forever: the retention DAG matches them against every file it keeps, also
+    after the first application (a partner file or a backfill can bring a person back).
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.engine = _engine(url) if url else engine()
+
+    def record(self, people: Iterable[dict[str, Any]], *, source: str, run_id: str | None = None) -> int:
+        """Add erasures of people given by `email` (and `customer_id`, `crm_id` when known);
+        one already applied is opened again (the person came back and left again)."""
+        now = datetime.now(UTC)
+        rows = {}
+        for p in people:
+            if not str(p.get("email") or "").strip():
+                continue
+            subject = pseudonym("email", p["email"])
+            rows[subject] = {
+                "subject": subject,
+                "customer_hash": pseudonym("customer_id", p["customer_id"]) if p.get("customer_id") else None,
+                "crm_hash": pseudonym("crm_id", p["crm_id"]) if p.get("crm_id") else None,
+                "source": source,
+                "recorded_at": now,
+                "applied_at": None,
+                "run_id": run_id,
+            }
+        if not rows:
+            return 0
+        insert = _insert(self.engine)(erasure)
+        c = erasure.c
+        statement = insert.on_conflict_do_update(
+            index_elements=["subject"],
+            set_={
+                "customer_hash": sa.func.coalesce(insert.excluded.customer_hash, c.customer_hash),
+                "crm_hash": sa.func.coalesce(insert.excluded.crm_hash, c.crm_hash),
+                # a retry of the same erasure keeps its deadline; a new one after the last starts anew
+                "recorded_at": sa.case(
+                    (c.applied_at.is_(None), c.recorded_at), else_=insert.excluded.recorded_at
+                ),
+                "applied_at": None,
+                "source": insert.excluded.source,
+                "run_id": insert.excluded.run_id,
+            },
+        )
+        with self.engine.begin() as conn:
+            conn.execute(statement, list(rows.values()))
+        return len(rows)
+
+    def all(self) -> list[Erasure]:
+        c = erasure.c
+        q = sa.select(c.subject, c.customer_hash, c.crm_hash, c.source, c.recorded_at, c.applied_at)
+        with self.engine.connect() as conn:
+            return [Erasure(*row) for row in conn.execute(q.order_by(c.recorded_at, c.subject))]
+
+    def mark_applied(self, subjects: list[str]) -> None:
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            for start in range(0, len(subjects), 500):
+                conn.execute(
+                    erasure.update()
+                    .where(
+                        erasure.c.subject.in_(subjects[start : start + 500]), erasure.c.applied_at.is_(None)
+                    )
+                    .values(applied_at=now)
+                )
+
+    def erase_state(self, subjects: set[str], extra: dict[str, list[str]] | None = None) -> int:
+        """Delete the sync-state rows of these people: of every integration whose key is an
+        email (contacts, engagement, buyer totals, segment:*), matched by hash, and the given
+        keys of other integrations (their order ids). Returns the number of rows deleted."""
+        c = sync_state.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c.integration, c.key).where(c.key.like("%@%"))).all()
+        doomed: dict[str, list[str]] = {k: list(v) for k, v in (extra or {}).items()}
+        for integration, key in rows:
+            if pseudonym("email", key) in subjects:
+                doomed.setdefault(integration, []).append(key)
+        deleted = 0
+        with self.engine.begin() as conn:
+            for integration, keys in doomed.items():
+                for start in range(0, len(keys), 500):
+                    deleted += conn.execute(
+                        sa.delete(sync_state).where(
+                            c.integration == integration, c.key.in_(keys[start : start + 500])
+                        )
+                    ).rowcount
+        return deleted
 
 
 def _insert(engine: sa.Engine):

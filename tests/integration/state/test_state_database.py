@@ -104,7 +104,7 @@ def test_a_database_made_before_migrations_is_migrated_in_place(pg_url):
     assert {t.name for t in metadata.sorted_tables} | {"mailsync_alembic_version"} <= tables
     with state.engine.connect() as conn:
         assert (
-            conn.execute(sa.text("SELECT version_num FROM mailsync_alembic_version")).scalar_one() == "0002"
+            conn.execute(sa.text("SELECT version_num FROM mailsync_alembic_version")).scalar_one() == "0003"
         )
 
 
