@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=2, help="task slots per worker")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, sandbox(Path(tmp), contacts=args.contacts) as sb:
         runs = [run_once(Path(tmp), sb, workers=n, args=args) for n in (1, 2)]
     one, two = runs
@@ -111,6 +113,9 @@ def main() -> None:
             "one_worker": one,
             "two_workers": two,
             "wall_ratio_one_over_two": round(one["wall_s"] / two["wall_s"], 2),
+            # the machine is shared: a load far above its CPU count inflates every figure
+            "load_average_1_5_15_before": [round(x, 1) for x in load_before],
+            "load_average_1_5_15_after": [round(x, 1) for x in os.getloadavg()],
         },
     )
 
