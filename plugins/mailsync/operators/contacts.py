@@ -334,6 +334,10 @@ def commit(run: Run) -> dict[str, Any]:
     if run.params.get("dry_run"):
         return {"committed": False, "reason": "dry_run"}
     staged = _next(run)
+    from mailsync.operators.retention import record_crm_erasures
+
+    # contacts gone without an archive were erased in the CRM: noted before the snapshot forgets them
+    erased = record_crm_erasures(run, _contacts_snapshot(run), staged / "contacts")
     files = 0
     for kind, target in (("contacts", _contacts_snapshot(run)), ("loyalty", _loyalty_snapshot(run))):
         source = staged / kind
@@ -342,7 +346,12 @@ def commit(run: Run) -> dict[str, Any]:
             files += 1
     advance_high_water(run)
     log.info("Committed %d snapshot files; high-water mark %s", files, run.end.isoformat())
-    return {"committed": True, "snapshot_files": files, "high_water": run.end.isoformat()}
+    return {
+        "committed": True,
+        "snapshot_files": files,
+        "high_water": run.end.isoformat(),
+        "erasures_recorded": erased,
+    }
 
 
 # -- mirror: the ESP audience as it is ------------------------------------------------------------
