@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # plugins/ holds the product package `mailsync` (Airflow puts it on sys.path; so do we).
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: demo test lint browser venv lock bench sandbox clean
+.PHONY: demo test lint browser venv lock bench soak sandbox clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ lint: venv
 ## Benchmarks (not part of `make test`); results land in bench/results/.
 bench: venv
 	$(PY) -m bench
+
+## Reliability soak (not part of `make test`): NIGHTS generated nights with random faults, every
+## DAG each night, end state compared with the mappings; totals in bench/results/RELIABILITY.md.
+NIGHTS ?= 12
+SEED ?= 1
+soak: venv
+	-MAILSYNC_SOAK=1 MAILSYNC_RELIABILITY_MD=$(CURDIR)/bench/results/RELIABILITY.md \
+	  $(PY) -m pytest tests/reliability -m soak -p no:cacheprovider
+	$(PY) -m tests.reliability.soak --nights $(NIGHTS) --seed $(SEED)
 
 ## Start the sandbox vendors in the foreground (Ctrl-C stops them).
 sandbox: venv

@@ -97,8 +97,22 @@ def read_rows(results: Path) -> list[dict]:
     return list(latest.values())
 
 
+_DATA = re.compile(r"<!-- rows (\[.*?\]) -->", re.S)
+
+
+def _previous_rows(target: Path) -> list[dict]:
+    """Rows an earlier session wrote (kept in the file itself, so `make test` and the soak's
+    pytest cases, run at different times, add up to one table)."""
+    found = _DATA.search(target.read_text(encoding="utf-8")) if target.exists() else None
+    return json.loads(found.group(1).replace("- -", "--")) if found else []
+
+
 def write(results: Path, target: Path = DEFAULT) -> Path:
-    replace_section(target, "cases", cases_table(read_rows(results)))
+    rows = {r["case"]: r for r in _previous_rows(target)}
+    rows.update({r["case"]: r for r in read_rows(results)})
+    kept = [{k: v for k, v in r.items() if k != "details"} for r in rows.values()]
+    data = json.dumps(kept, ensure_ascii=False).replace("--", "- -")  # no "--" inside a comment
+    replace_section(target, "cases", cases_table(list(rows.values())) + f"\n\n<!-- rows {data} -->")
     return target
 
 
