@@ -59,11 +59,12 @@ class CrmHook(VendorHttpHook):
 
     def _search_call(self, body: dict) -> dict:
         """One search request, paced to HubSpot's search limit (`search_rate` per second, at most
-        5) across every thread of this hook: the search endpoints answer 429 past it."""
+        5) across every thread of this hook: the search endpoints answer 429 past it. The pace
+        keeps a 10 % margin: requests sent 200 ms apart arrive up to some ms closer."""
         rate = min(SEARCH_RATE, float(self.options.get("search_rate", SEARCH_RATE)))
         with self._search_lock:
             now = time.monotonic()
-            wait_s, self._next_search = self._next_search - now, max(now, self._next_search) + 1 / rate
+            wait_s, self._next_search = self._next_search - now, max(now, self._next_search) + 1.1 / rate
         if wait_s > 0:
             time.sleep(wait_s)
         return self.call("POST", "crm/v3/objects/contacts/search", json=body).json()

@@ -79,6 +79,13 @@ def test_searches_keep_to_hubspot_search_limit(world):
     assert all(b - a >= timedelta(seconds=1) for a, b in zip(moments, moments[5:], strict=False))  # ≤ 5/s
     with pytest.raises(ValueError, match="at most 100"):
         hook.all_ids_by_email(emails[:101])
+    from mailsync.hooks.base import VendorError
+
+    too_many = {
+        "filterGroups": [{"filters": [{"propertyName": "email", "operator": "IN", "values": emails[:101]}]}]
+    }
+    with pytest.raises(VendorError, match=r"HTTP 400.*at most 100 values"):  # as HubSpot refuses it
+        hook.call("POST", "crm/v3/objects/contacts/search", json=too_many)
 
 
 # -- mirror ------------------------------------------------------------------------------------
