@@ -7,15 +7,19 @@ large downloads 3-4x faster on a LAN (shared/PITFALLS.md). Optional extra `base_
 (default `loyalty`).
 
 A nightly file is complete when its done-marker exists: `<dir>/<name>.done`, containing the
-data file's SHA-256 (sha256sum format). The partner writes the marker last, so a file without
-a marker is still being written; a marker whose checksum does not match the data is a
-half-written or damaged transfer. Both are reported, never read as complete.
+data file's SHA-256 (sha256sum format) and, where the partner's export states it, its number of
+data rows as a comment line `# rows: <n>` (which `sha256sum -c` skips). The partner writes the
+marker last, so a file without a marker is still being written; a marker whose checksum does
+not match the data is a half-written or damaged transfer. Both are reported, never read as
+complete. The row count is handed on (`Download.rows`) for the reader to check: a transfer job
+that hashes a cut export writes a matching checksum, but not the export's own count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 from datetime import date
 
@@ -39,6 +43,7 @@ class Download:
     path: str
     data: bytes
     sha256: str
+    rows: int | None = None  # data rows the marker declares (None: an older marker without a count)
 
 
 class LoyaltySftpHook(SFTPHook):
@@ -95,8 +100,12 @@ class LoyaltySftpHook(SFTPHook):
                 f"{expected[:12] or 'empty'}...): half-written or damaged transfer; "
                 "the partner must resend it"
             )
-        self.log.info("Downloaded %s: %d bytes, sha256 %s", remote.path, len(data), actual)
-        return Download(remote.path, data, actual)
+        declared = _ROWS.search(marker)
+        rows = int(declared.group(1)) if declared else None
+        self.log.info(
+            "Downloaded %s: %d bytes, sha256 %s, rows declared %s", remote.path, len(data), actual, rows
+        )
+        return Download(remote.path, data, actual, rows)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -105,6 +114,9 @@ class LoyaltySftpHook(SFTPHook):
         except Exception as exc:  # paramiko raises many types; the UI shows the message
             return False, f"{type(exc).__name__}: {exc}"
         return True, f"Connected, host key verified, {self.base_dir}/ readable"
+
+
+_ROWS = re.compile(r"^#\s*rows:\s*(\d+)\s*$", re.MULTILINE)
 
 
 def _listdir(sftp, path: str) -> list[str]:

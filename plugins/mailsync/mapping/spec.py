@@ -108,10 +108,41 @@ class Checks(_Strict):
 
 
 class FileFormat(_Strict):
-    """How a partner file is read: encodings are stated, never guessed."""
+    """How a partner file is read (mailsync.files): only the dialect stated here is accepted;
+    a file in another one is refused with a message naming what differs."""
 
-    encoding: str = "utf-8"
-    delimiter: str = ","
+    encoding: tuple[str, ...] = ("utf-8",)  # one or a list, tried in order: strict (utf-8) before cp1252
+    delimiter: tuple[str, ...] = (",",)  # one, or a list to sniff from the header line
+    bom: Literal["strip", "refuse"] = "strip"  # a byte-order mark also settles the encoding
+    header_case: Literal["insensitive", "exact"] = "insensitive"  # header names, in any order
+    # required: a file whose last line has no line break was cut off, and is refused
+    final_newline: Literal["required", "optional"] = "optional"
+
+    @field_validator("encoding", "delimiter", mode="before")
+    @classmethod
+    def _one_or_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encodings(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import codecs
+
+        for name in v:
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise ValueError(f"unknown encoding {name!r}") from None
+        if not v:
+            raise ValueError("name at least one encoding")
+        return v
+
+    @field_validator("delimiter")
+    @classmethod
+    def _single_characters(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v or any(len(d) != 1 or d in '"\r\n' for d in v):
+            raise ValueError("each delimiter is one character (not a quote or a line break)")
+        return v
 
 
 class Source(_Strict):
@@ -126,6 +157,10 @@ class Source(_Strict):
     # (e.g. engagement totals aggregated from activity rows).
     join: str | None = None
     file: FileFormat = FileFormat()  # for sources that arrive as files
+    # A joined source's row that is quarantined tonight: keep_last keeps the value that key had
+    # last time (a bad row must not blank a customer's tier), clear joins nothing for it. A key
+    # absent from a complete file is gone either way.
+    on_invalid: Literal["keep_last", "clear"] = "keep_last"
 
     @model_validator(mode="after")
     def _references(self) -> Source:

@@ -137,47 +137,104 @@ def advance_high_water(run: Run) -> None:
         run.current.write_text("high_water.txt", run.end.isoformat())
 
 
-def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
-    """Download the night's loyalty file (if the sensor found one) and parse it, encoding explicit."""
-    from mailsync.files import read_delimited
+class LoyaltyFileRejected(Exception):
+    """The night's loyalty file cannot be used and the run says `loyalty_required`."""
 
-    out = run.area / "extract" / "loyalty"
+
+REJECTED = "Loyalty file rejected (%s): %s. The sync goes on with the last known tiers."
+
+
+def _bad_lines_area(run: Run) -> Area:
+    """Lines of the loyalty file that never became rows; beside the data chunks, never among them."""
+    return run.area / "extract" / "loyalty_bad_lines"
+
+
+def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
+    """Download the night's loyalty file (if the sensor found one) and parse it in the dialect
+    the mapping declares. A file that cannot be used (a damaged transfer, a cut file, another
+    dialect) is refused whole: the night goes on with the last known tiers, unless
+    `loyalty_required`; the reason is in the return value, the run summary and a WARNING."""
+    from mailsync.files import FileRefused, read_partner_file
+
+    out, bad_lines = run.area / "extract" / "loyalty", _bad_lines_area(run)
     out.clear()
+    bad_lines.clear()
     day = sensed.get("day") if sensed.get("found") else None
     if not day:
         log.warning("No loyalty file for this night: tiers stay as last known")
-        return {"file": None, "rows": 0}
-    hook = LoyaltySftpHook()
+        return {"status": "missing", "file": None, "rows": 0}
+    source = mapping().sources["loyalty"]
     try:
-        download = hook.download(date.fromisoformat(day))
+        download = LoyaltySftpHook().download(date.fromisoformat(day))
     except VendorError as exc:  # half-written or damaged: never read as complete
-        if run.params.get("loyalty_required"):
-            raise
-        log.error("Loyalty file not usable, tiers stay as last known: %s", exc)
-        return {"file": None, "day": day, "error": str(exc), "rows": 0}
-    out.write_bytes(LoyaltySftpHook.file_name, download.data)
-    file_format = mapping().sources["loyalty"].file
-    frame, bad = read_delimited(download.data, encoding=file_format.encoding, delimiter=file_format.delimiter)
-    out.write_parquet("part-00000.parquet", frame.astype("string"))
-    if bad:
-        out.write_parquet(
-            "unparsed.parquet",
-            pd.DataFrame(
-                {
-                    "line": [b.line for b in bad],
-                    "reason": [b.reason for b in bad],
-                    "text": [b.text for b in bad],
-                }
-            ),
+        return _rejected(run, day, f"transfer: {exc}", exc)
+    out.write_bytes(LoyaltySftpHook.file_name, download.data)  # kept for people to look at
+    columns = list(dict.fromkeys(engine.source_columns(source).values()))
+    try:
+        parsed = read_partner_file(
+            download.data,
+            columns=columns,
+            encodings=source.file.encoding,
+            delimiters=source.file.delimiter,
+            bom=source.file.bom,
+            header_case=source.file.header_case,
+            final_newline=source.file.final_newline,
+            expected_rows=download.rows,
+            max_undecodable_share=source.checks.bad_row_threshold,
         )
-    log.info("Loyalty file %s: %d rows, %d unparseable lines", day, len(frame), len(bad))
+    except FileRefused as exc:
+        return _rejected(run, day, str(exc), exc, file=download.path)
+    out.write_parquet("part-00000.parquet", parsed.frame.astype("string"))
+    if parsed.bad:
+        bad_lines.write_parquet("lines.parquet", _bad_line_frame(parsed, source))
+    log.info(
+        "Loyalty file %s: %d rows, %d unparseable lines; dialect %s",
+        day,
+        len(parsed.frame),
+        len(parsed.bad),
+        parsed.dialect(),
+    )
     return {
+        "status": "loaded",
         "file": download.path,
         "day": day,
         "sha256": download.sha256,
-        "rows": len(frame),
-        "unparsed_lines": len(bad),
+        "rows": len(parsed.frame),
+        "rows_declared": download.rows,
+        "unparsed_lines": len(parsed.bad),
+        "dialect": parsed.dialect(),
     }
+
+
+def _bad_line_frame(parsed, source) -> pd.DataFrame:
+    """Line number, reason, text and, where the line has that field, the raw key (for keep_last)."""
+    import csv
+
+    names = [c for c in parsed.frame.columns if c != "file_line"]
+    position = names.index(engine.source_columns(source)[source.key.input])
+    keys = []
+    for b in parsed.bad:
+        fields = next(csv.reader([b.text], delimiter=parsed.delimiter), [])
+        keys.append(fields[position] if len(fields) > position else None)
+    return pd.DataFrame(
+        {
+            "line": [b.line for b in parsed.bad],
+            "reason": [b.reason for b in parsed.bad],
+            "text": [b.text for b in parsed.bad],
+            "key": pd.array(keys, dtype="string"),
+        }
+    )
+
+
+def _rejected(run: Run, day: str, reason: str, exc: Exception, **extra) -> dict[str, Any]:
+    """A loyalty file that cannot be used: the run fails when it requires the file; otherwise
+    the refusal is logged as one WARNING line (no personal data: reasons name columns, counts,
+    paths) and returned for the run summary."""
+    reason = " ".join(reason.split())
+    if run.params.get("loyalty_required"):
+        raise LoyaltyFileRejected(f"Loyalty file for {day} rejected and loyalty_required: {reason}") from exc
+    log.warning(REJECTED, day, reason)
+    return {"status": "rejected", "file": None, "day": day, "reason": reason, "rows": 0, **extra}
 
 
 # -- validate ------------------------------------------------------------------------------------
@@ -189,11 +246,12 @@ def validate(run: Run) -> dict[str, Any]:
     result = {"contacts": _validate_contacts(run, m)}
     try:
         result["loyalty"] = _validate_loyalty(run, m)
-    except QualityGateFailed as exc:
+    except (QualityGateFailed, engine.SchemaError) as exc:  # refused whole: tonight's tiers not staged
         if run.params.get("loyalty_required"):
             raise
-        log.error("Loyalty file rejected, tiers stay as last known: %s", exc)
-        result["loyalty"] = {"file": "rejected", "error": str(exc)}
+        reason = "quality gate: " + " ".join(str(exc).split())
+        log.warning(REJECTED, run.start.date().isoformat(), reason)
+        result["loyalty"] = {"file": "rejected", "status": "rejected", "reason": reason}
     return result
 
 
@@ -218,18 +276,23 @@ def _validate_contacts(run: Run, m) -> dict[str, Any]:
 
 
 def _validate_loyalty(run: Run, m) -> dict[str, Any]:
+    """Quality gate on the loyalty rows (unparseable lines count as quarantined, with line number
+    and reason); tonight's tiers are staged for commit. With `on_invalid: keep_last` a customer
+    whose row was quarantined keeps the last snapshot's row; one missing from the (complete)
+    file is no longer a member, and the tier is cleared."""
+    from mailsync.files import BadLine
+
     staged = run.area / "extract" / "loyalty"
     staged_next = _next(run) / "loyalty"
     staged_next.clear()  # what an earlier try of this night staged
     if not staged.exists("part-00000.parquet"):
         return {"file": None}
+    bad_area = _bad_lines_area(run)
+    unparsed = bad_area.read_parquet("lines.parquet") if bad_area.exists("lines.parquet") else None
     good_parts: list[pd.DataFrame] = []
 
     def unparsed_lines(gate) -> None:
-        if staged.exists("unparsed.parquet"):
-            from mailsync.files import BadLine
-
-            unparsed = staged.read_parquet("unparsed.parquet")
+        if unparsed is not None:
             gate.quarantine_unparsed([BadLine(int(r.line), r.reason, r.text) for r in unparsed.itertuples()])
 
     summary = validate_chunks(
@@ -242,12 +305,46 @@ def _validate_loyalty(run: Run, m) -> dict[str, Any]:
         before=unparsed_lines,
     )
     kept, _ = engine.deduplicate(m, "loyalty", concat(good_parts))
+    kept_last = 0
+    if m.sources["loyalty"].on_invalid == "keep_last":
+        raw_keys = [f[_key_column(m)] for f in staged.iter_parquet()]
+        if unparsed is not None:
+            raw_keys.append(unparsed["key"])
+        kept, kept_last = _keep_last(m, kept, _loyalty_snapshot(run), pd.concat(raw_keys, ignore_index=True))
     day = run.end.date().isoformat()
     current_day = _asof(_loyalty_snapshot(run))
     if day >= current_day:  # a backfill of an older night never replaces newer tiers
         staged_next.write_parquet("loyalty.parquet", kept)
         staged_next.write_text("asof.txt", day)
-    return {**summary, "snapshot_day": max(day, current_day)}
+    return {**summary, "snapshot_day": max(day, current_day), "kept_last": kept_last}
+
+
+def _key_column(m) -> str:
+    source = m.sources["loyalty"]
+    return engine.source_columns(source)[source.key.input]
+
+
+def _keep_last(m, kept: pd.DataFrame, last: Area, raw_keys: pd.Series) -> tuple[pd.DataFrame, int]:
+    """Tonight's good rows, plus the last snapshot's rows of the keys that had a row in the file
+    but none that passed (quarantined or unparseable). Returns the rows and how many were kept."""
+    if not last.exists("loyalty.parquet") or raw_keys.empty:
+        return kept, 0
+    source = m.sources["loyalty"]
+    probe = pd.DataFrame(
+        {
+            c: pd.Series(pd.NA, index=raw_keys.index, dtype="string")
+            for c in engine.source_columns(source).values()
+        }
+    )
+    probe[_key_column(m)] = raw_keys.astype("string").to_numpy()
+    keys = engine.prepare(m, "loyalty", probe)[engine.KEY].dropna()  # normalised as the mapping says
+    failed = set(keys) - set(kept[engine.KEY].dropna())
+    if not failed:
+        return kept, 0
+    previous = last.read_parquet("loyalty.parquet")
+    carried = previous[previous[engine.KEY].isin(failed).to_numpy()]
+    log.info("Loyalty: %d customers with a quarantined row keep their last tier", len(carried))
+    return pd.concat([kept, carried], ignore_index=True), len(carried)
 
 
 def _asof(area: Area) -> str:

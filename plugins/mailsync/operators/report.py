@@ -22,6 +22,11 @@ def contacts_report(
     """Summary of a crm_to_esp_contacts run; also written as report.json beside the run's files."""
     contacts, tiers = validate.get("contacts", {}), validate.get("loyalty", {})
     loads = [loads] if isinstance(loads, dict) else list(loads)  # a mapped task's results, as a list
+    loyalty_status, loyalty_reason = _loyalty_outcome(loyalty, tiers)
+    if loyalty_status == "rejected":  # one line a notification can match; reasons hold no personal data
+        log.warning(
+            "Loyalty file rejected (run %s): %s. Tiers stay as last known.", run.run_id, loyalty_reason
+        )
     report = {
         "dag_id": run.dag_id,
         "run_id": run.run_id,
@@ -30,8 +35,12 @@ def contacts_report(
         "dry_run": bool(run.params.get("dry_run")),
         "extracted": extract.get("contacts", 0),
         "archived_in_crm": extract.get("archived", 0),
+        "loyalty": loyalty_status,  # loaded | rejected | missing (tiers stay as last known unless loaded)
+        "loyalty_reason": loyalty_reason,
         "loyalty_file": loyalty.get("file"),
-        "loyalty_rows": loyalty.get("rows", 0),
+        "loyalty_rows": loyalty.get("rows", 0) if loyalty_status == "loaded" else 0,
+        "loyalty_kept_last": tiers.get("kept_last", 0),  # customers whose quarantined row kept the last tier
+        "loyalty_quarantine_file": tiers.get("quarantine"),
         "quarantined": contacts.get("rows_quarantined", 0) + tiers.get("rows_quarantined", 0),
         "quarantine_reasons": {
             **tiers.get("quarantine_reasons", {}),
@@ -62,6 +71,7 @@ def contacts_report(
         report,
         (
             "extracted",
+            "loyalty",
             "quarantined",
             "unchanged",
             "created",
@@ -71,6 +81,19 @@ def contacts_report(
             "esp_write_calls",
         ),
     )
+
+
+def _loyalty_outcome(loyalty: dict, tiers: dict) -> tuple[str, str | None]:
+    """What became of the night's loyalty file: refused at download/parse (extract_loyalty) or by
+    the quality gate (validate), loaded, or not there at all."""
+    for step in (loyalty, tiers):
+        if step.get("status") == "rejected" or step.get("file") == "rejected":
+            return "rejected", step.get("reason") or step.get("error")
+    if loyalty.get("error"):  # a summary written before the status field
+        return "rejected", loyalty["error"]
+    if loyalty.get("file"):
+        return "loaded", None
+    return "missing", "no complete loyalty file for this night"
 
 
 def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
