@@ -21,6 +21,13 @@ language, client id, loyalty tier, lifetime value, last order date, consent — 
   quarantined with a reason; the run fails only past the mapping's bad-row threshold or on a
   dataset-level failure (missing columns, too many duplicate emails). Report and quarantine
   file: the paths are in the `validate` and `report` return values.
+* **Loyalty file**: read in the dialect the mapping declares (`sources.loyalty.file`: encodings,
+  delimiters, BOM, header in any case and order) and checked for completeness (the done-marker's
+  SHA-256 and row count, a final line break). Bad lines are quarantined with their line number;
+  a customer whose row is bad keeps the last tier (`on_invalid: keep_last`). A file that cannot
+  be used (damaged, cut off, another dialect, past the bad-row threshold) is refused whole: the
+  night goes on with the last known tiers (unless `loyalty_required`), the `report` return value
+  says `loyalty: rejected` with `loyalty_reason`, and a WARNING "Loyalty file rejected" is logged.
 * **Transform** keeps a snapshot of the latest valid version of every CRM contact, so the whole
   desired audience is computed every night; duplicates of an email resolve to the most recently
   modified contact.
@@ -140,7 +147,7 @@ def crm_to_esp_contacts():
 
     @task(pre_execute=hold_run_lock)
     def extract_loyalty(sensed: dict) -> dict:
-        """Download the loyalty file (checksum-verified against its done-marker) and parse it (cp1252)."""
+        """Download the loyalty file (checked against its done-marker), parse it in the mapping's dialect."""
         from mailsync.operators import contacts
 
         return contacts.extract_loyalty(Run.of_current_task(), sensed)
