@@ -89,19 +89,40 @@ def _rows(raw: bytes) -> list[str]:
     return raw.decode("cp1252", "replace").split("\r\n")[1:-1]
 
 
-def test_another_dialect_is_read_right_and_bad_lines_keep_the_last_tier(world):
+def test_a_file_in_another_dialect_is_read_as_the_partners_own(world):
+    """UTF-8 with a BOM, `,`, the header in upper case: the mapping allows it, same rows."""
+    import pendulum
+
+    from mailsync.operators import contacts
+    from mailsync.operators.run import Run
+
+    run = Run(DAG, "manual__dialect", pendulum.parse(f"{DAY2}T02:00:00Z"), pendulum.parse(NIGHT2), {})
+    staged = run.area / "extract" / "loyalty"
+    world.write_loyalty_file(DAY2)
+    own = contacts.extract_loyalty(run, {"day": DAY2, "found": True})
+    expected = staged.read_parquet("part-00000.parquet")
+    world.write_loyalty_file(DAY2, fault="dialect")
+    other = contacts.extract_loyalty(run, {"day": DAY2, "found": True})
+    got = staged.read_parquet("part-00000.parquet").rename(columns={"NAME": "name"})
+    assert got.equals(expected)
+    assert own["status"] == other["status"] == "loaded" and other["rows"] == own["rows"] > 300
+    assert other["dialect"] == {
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "bom": "utf-8",
+        "renamed": {n.upper(): n for n in ("customer_id", "tier_code", "points", "member_since")},
+        "extra_columns": ["NAME"],
+    }
+
+
+def test_bad_lines_are_quarantined_and_keep_the_customers_last_tier(world):
     import csv
 
     from tests.integration.dags import dagrun
     from tests.integration.dags.expected_contacts import loyalty_tiers
 
-    clean1 = world.loyalty_path(DAY1).read_bytes()
-    tiers1 = loyalty_tiers(clean1)
-    world.write_loyalty_file(DAY1, fault="dialect")  # UTF-8 with a BOM, `,`, the header in upper case
-    first = dagrun.run(DAG, NIGHT1, full_refresh=True, **QUICK)
-    assert first.state == "success"
-    report = dagrun.report(first)
-    assert report["loyalty"] == "loaded" and report["loyalty_rows"] == len(_rows(clean1))
+    tiers1 = loyalty_tiers(world.loyalty_path(DAY1).read_bytes())
+    assert dagrun.run(DAG, NIGHT1, full_refresh=True, **QUICK).state == "success"
     _assert_tiers(world, tiers1)
 
     world.write_loyalty_file(DAY2)
@@ -152,10 +173,10 @@ def test_a_cut_file_or_a_changed_header_is_refused_and_the_night_goes_on(world):
     world.write_loyalty_file(DAY2, fault="truncated")  # cut after a whole row; marker for the cut file
     night = dagrun.run(DAG, NIGHT2, **QUICK)
     assert night.state == "success"
+    assert _tiers_in_esp(world) == tiers_before  # nobody's tier blanked
     report = dagrun.report(night)
     assert report["loyalty"] == "rejected" and report["loyalty_rows"] == 0
     assert report["loyalty_reason"].startswith("completeness: the done-marker declares")
-    assert _tiers_in_esp(world) == tiers_before  # nobody's tier blanked
     email = contact["properties"]["email"].strip()
     assert world.esp_member(email)["merge_fields"]["CITY"] == "Neustadt an der Weinstraße"  # the sync went on
 
@@ -179,7 +200,9 @@ def test_a_refusal_is_one_warning_line_and_fails_a_run_that_requires_the_file(wo
     world.write_loyalty_file(DAY2, fault="truncated_mid_row")  # an older marker: no row count
     start, end = pendulum.parse(f"{DAY2}T02:00:00Z"), pendulum.parse(NIGHT2)
     with caplog.at_level(logging.WARNING, logger="mailsync.operators.contacts"):
-        result = contacts.extract_loyalty(Run(DAG, "manual__1", start, end, {}), {"day": DAY2, "found": True})
+        run = Run(DAG, "manual__1", start, end, {})
+        result = contacts.extract_loyalty(run, {"day": DAY2, "found": True})
+    assert not (run.area / "extract" / "loyalty").exists("part-00000.parquet")  # nothing of it staged
     assert result["status"] == "rejected" and result["rows"] == 0
     assert result["reason"].startswith("completeness: the file does not end with a line break")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
