@@ -12,7 +12,8 @@ live as long as the integrations do.
 * **delete_old_runs**: run folders whose data interval ended `run_days` or more before this
   run's interval end (by the interval in the folder name, never file times; never `current/`).
 * **delete_people_files**: `quarantine.csv`, `rejected*.csv`, `unparsed.parquet`,
-  `unknown_customer_orders.csv` of runs older than `quarantine_days`.
+  `unknown_customer_orders.csv` and the loyalty file's unparsed lines of runs older than
+  `quarantine_days`.
 * **apply_erasures**: everyone in the erasure ledger (state table `mailsync_erasure`, hashes
   only) leaves the contacts and loyalty snapshots, the engagement daily store and clicks, the
   shop's orders snapshot and their lines, every kept run folder (Parquet and CSV rewritten

@@ -38,6 +38,9 @@ def test_folder_names_give_the_interval_end_and_people_files_are_known():
         map(is_people_file, ["quarantine.csv", "rejected.csv", "rejected_orders.csv", "unparsed.parquet"])
     )
     assert not any(map(is_people_file, ["report.html", "part-00000.parquet", "revenue_by_campaign_day.csv"]))
+    assert is_people_file("/extract/loyalty_bad_lines/lines.parquet") and not is_people_file(
+        "/snapshots/lines.parquet"
+    )
 
 
 def test_the_policy_is_checked(tmp_path, monkeypatch):
@@ -69,7 +72,8 @@ def test_parquet_rows_of_the_person_go_by_email_customer_id_or_crm_id_and_the_re
             "customer_id": ["C0009999", "C0000001", "c0001234", "C0000002"],
             "hs_object_id": ["1", "2", "3", "77"],
             "points": [1, 2, 3, 4],
-            "note": ["points 77", "C0001234 in free text is not a customer_id column", "", "x"],
+            "note": ["points 77", "C0001234 in a note is no customer id", "", "x"],
+            "text": ["", "", "", ""],
         }
     )
     pq.write_table(table, path)
@@ -119,3 +123,19 @@ def test_the_ledger_keeps_hashes_only_and_reopens_an_erasure_that_comes_back(tmp
     ledger.record([{"email": "jane@example.com"}], source="crm_full_refresh")  # back, and gone again
     (reopened,) = ledger.all()
     assert reopened.applied_at is None and reopened.recorded_at > first.recorded_at
+
+
+def test_free_text_cells_are_searched_for_emails_and_raw_partner_lines_for_customer_ids(tmp_path):
+    path = str(tmp_path / "lines.parquet")
+    pq.write_table(
+        pa.table(
+            {
+                "line": [3, 4, 5],
+                "reason": ["ESP said: gone@example.com is invalid", "bad", "bad"],
+                "text": ["x", "c0001234;G;oops;Jürgen Weg", "C0000001;S;oops;Ånne Bleibt"],
+            }
+        ),
+        path,
+    )
+    scrub_parquet(path, FS, Matcher.of([GONE]), Scrubbed())
+    assert pq.read_table(path).column("line").to_pylist() == [5]

@@ -48,8 +48,11 @@ DAG_ID = "mailsync_retention"
 SHOP_DAG, ORDERS_INTEGRATION = "shop_conversions_to_esp", "shop_orders_to_esp"
 CONTACTS_DAG = "crm_to_esp_contacts"
 PEOPLE_FILES = {"quarantine.csv", "unparsed.parquet", "unknown_customer_orders.csv"}
+PEOPLE_FOLDERS = {"loyalty_bad_lines"}  # the loyalty file's lines that never became rows
 CUSTOMER_COLUMNS = {"customer_id"}  # the CRM's and the loyalty partner's customer id
 CRM_COLUMNS = {"hs_object_id"}
+RAW_COLUMNS = {"text"}  # raw partner lines (unparsed loyalty lines): searched token by token
+_TOKENS = re.compile(r"[;,|\t\s\"']+")
 _LABEL = re.compile(r"^(\d{8}T\d{6})__(\d{8}T\d{6})$")
 _EMAIL = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+")
 
@@ -58,9 +61,14 @@ class ErasureOverdue(RuntimeError):
     """Erasures are still pending past the configured deadline: someone must act."""
 
 
-def is_people_file(name: str) -> bool:
+def is_people_file(path: str) -> bool:
     """Files that hold raw rows of people by design (kept `quarantine_days`)."""
-    return name in PEOPLE_FILES or (name.startswith("rejected") and name.endswith(".csv"))
+    *folders, name = path.split("/")
+    return (
+        name in PEOPLE_FILES
+        or (name.startswith("rejected") and name.endswith(".csv"))
+        or bool(PEOPLE_FOLDERS & set(folders))
+    )
 
 
 def interval_end(label: str) -> datetime | None:
@@ -161,7 +169,7 @@ def delete_people_files(run: Run, policy: Retention | None = None) -> dict[str, 
             for label in old:
                 folder = root() / dag_id / "runs" / label
                 for path in folder.fs.find(folder.path):
-                    if is_people_file(path.rsplit("/", 1)[-1]):
+                    if is_people_file(path[len(folder.path) :]):
                         folder.fs.rm(path)
                         deleted += 1
     log.info("Quarantine and rejected files: %d deleted (runs ended on or before %s)", deleted, cutoff)
@@ -196,8 +204,6 @@ class Matcher:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from mailsync.state import pseudonym
-
         mask = None
         for name in table.column_names:
             column = table[name]
@@ -206,24 +212,16 @@ class Matcher:
             if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
                 continue
             lowered = pc.utf8_lower(pc.utf8_trim_whitespace(column))
-            hits: list[str] = []
-            candidates = pc.unique(pc.filter(lowered, pc.fill_null(pc.match_substring(lowered, "@"), False)))
-            hits += [v for v in candidates.to_pylist() if v and pseudonym("email", v) in self.subjects]
-            base = name.rsplit(".", 1)[-1].lower()
-            if base in CUSTOMER_COLUMNS or base in CRM_COLUMNS:
-                kind, known = (
-                    ("customer_id", self.customers) if base in CUSTOMER_COLUMNS else ("crm_id", self.crm_ids)
-                )
-                hits += [v for v in pc.unique(lowered).to_pylist() if v and pseudonym(kind, v) in known]
-            if base == "order_id" and self.order_ids:
-                hits += [v for v in pc.unique(lowered).to_pylist() if v in self.order_ids]
+            base = name.rsplit(".", 1)[-1].lower()  # "merge_fields.CLIENTID" -> "clientid"
+            hits = [v for v in pc.unique(lowered).to_pylist() if v and self.cell(v, base)]
             if hits:
                 here = pc.fill_null(pc.is_in(lowered, value_set=pa.array(hits, type=lowered.type)), False)
                 mask = here if mask is None else pc.or_(mask, here)
         return mask if mask is not None and pc.any(mask).as_py() else None
 
     def cell(self, text: str, column: str) -> bool:
-        """One text cell (CSV): an email inside it, or a customer / CRM / order id in its column."""
+        """Whether a cell (Parquet or CSV) is an erased person's: an email anywhere in it, or a
+        customer / CRM / order id in its own column (ids elsewhere would match by chance)."""
         from mailsync.state import pseudonym
 
         if "@" in text and any(pseudonym("email", m) in self.subjects for m in _EMAIL.findall(text)):
@@ -233,6 +231,8 @@ class Matcher:
             return bool(value) and pseudonym("customer_id", value) in self.customers
         if column in CRM_COLUMNS:
             return bool(value) and pseudonym("crm_id", value) in self.crm_ids
+        if column in RAW_COLUMNS and self.customers:  # a partner line that never became a row
+            return any(pseudonym("customer_id", t) in self.customers for t in _TOKENS.split(value) if t)
         return column == "order_id" and value.lower() in self.order_ids
 
 
@@ -379,7 +379,7 @@ def apply_erasures(run: Run, policy: Retention | None = None) -> dict[str, Any]:
     active = [e for e in everyone if e.subject not in live]
     matcher = Matcher.of(active)
     tally, busy, order_ids = Scrubbed(), [], set()
-    for dag_id in dag_folders():
+    for dag_id in dag_folders() if active else []:  # all held back: nothing to look for
         with dag_lease(dag_id, run.run_id) as held:
             if not held:
                 busy.append(dag_id)

@@ -274,3 +274,28 @@ def test_a_gdpr_erasure_leaves_no_trace_in_staging_or_state_and_nobody_else_is_t
     # the next day: nothing left to rewrite, and the ledger stays (a backfill could bring them back)
     again = dagrun.run(DAG, "2026-11-23T05:00:00Z")
     assert again.state == "success" and parquet_rows(staging) == rows_after
+
+
+def test_a_request_is_applied_but_one_for_somebody_the_crm_still_has_is_held_back_then_fails(staging):
+    import pandas as pd
+
+    from mailsync.operators import retention
+    from mailsync.staging import state_area
+
+    snapshot = state_area(CONTACTS) / "snapshots" / "contacts"
+    snapshot.write_parquet("bucket=00.parquet", pd.DataFrame({"__key": ["live@example.com"], "email": ["x"]}))
+    daily = state_area("esp_to_crm_engagement") / "daily"
+    daily.write_parquet(
+        "interval=a.parquet", pd.DataFrame({"email": ["gone@example.com", "kept@example.com"]})
+    )
+    retention.request_erasure(["Gone@Example.com", "live@example.com"])
+    now = datetime.now(UTC)  # the ledger dates an erasure when it is recorded
+    run = Run(DAG, "manual__t", now - timedelta(days=1), now)
+
+    result = retention.apply_erasures(run)  # recorded just now: within the deadline
+    assert result["applied_now"] == 1 and len(result["held_back_in_crm"]) == 1
+    assert daily.read_parquet("interval=a.parquet")["email"].tolist() == ["kept@example.com"]
+    assert snapshot.read_parquet("bucket=00.parquet")["__key"].tolist() == ["live@example.com"]
+    late = Run(DAG, "manual__late", now + timedelta(days=30), now + timedelta(days=31))
+    with pytest.raises(retention.ErasureOverdue, match="still in the CRM"):
+        retention.apply_erasures(late)
