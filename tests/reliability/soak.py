@@ -251,10 +251,11 @@ class Soak:
         fields, lost, examples = Counter(), 0, []
         for email, want in expected.items():
             got = after.get(email) or {}
-            # consent the CRM itself changed after the unsubscribe (mutate_crm) is the CRM's to say
-            if email in self.unsub_at and any(
-                self.mutated_at.get(i, -1) > self.unsub_at[email] for i in ids_by_email[email]
-            ):
+            # consent is the CRM's own (mutate_crm changes it); the write-back may only narrow it:
+            # an unsubscribe of the window, later than the CRM's last change, must read "false"
+            last_change = max((self.mutated_at.get(i, -1) for i in ids_by_email[email]), default=-1)
+            narrowed = email in self.unsub_at and self.unsub_at[email] >= last_change
+            if last_change >= 0 and not narrowed:
                 want = {**want, "marketing_consent": got.get("marketing_consent")}
             diff = [p for p in PROPS if got.get(p) != want.get(p)]
             lost += bool(diff)
@@ -452,24 +453,24 @@ def main() -> int:
     dag_log = (home / "dag-runs.log").open("w")
     sys.stdout.flush()
     os.dup2(dag_log.fileno(), 1)  # dag.test() prints every task's log: keep it in a file
-    sys.stdout = terminal
+    sys.stdout = dag_log
     terminal.write(f"soak in {home}; DAG output in {home / 'dag-runs.log'}\n")
     try:
         _connections(sb, esp_timeout=1.5)
         soak = Soak(sb, random.Random(args.seed), home / "soak.json")
         for n in range(args.nights + 1):
             r = soak.night(n)
-            sys.stdout.write(
+            terminal.write(
                 f"night {n}: contacts {r['contacts']['state']}/{r['contacts']['rerun']}, "
                 f"lost {r['contacts_check']['lost']} dup {r['contacts_check']['duplicates']} "
                 f"wrongful {r['contacts_check']['wrongful']}; engagement "
                 f"{(r.get('engagement') or {}).get('state', '-')} lost "
                 f"{(r.get('engagement_check') or {}).get('lost', '-')} ({r['seconds']} s)\n"
             )
-            sys.stdout.flush()
+            terminal.flush()
         text = summary(soak, args, time.monotonic() - started)
         report.replace_section(args.out, "soak", text)
-        sys.stdout.write(f"{text}\n\nwritten to {args.out}; nights in {home / 'soak-nights.jsonl'}\n")
+        terminal.write(f"{text}\n\nwritten to {args.out}; nights in {home / 'soak-nights.jsonl'}\n")
     finally:
         sb.stop()
     last = soak.nights[-1]

@@ -18,7 +18,7 @@ import pytest
 
 from tests.connections import set_connection
 from tests.integration.dags.expected_contacts import loyalty_tiers
-from tests.reliability.checker import Outcome, check_contacts, members
+from tests.reliability.checker import Outcome, check_contacts, members, norm
 
 DAG = "crm_to_esp_contacts"
 NIGHT1, NIGHT2 = "2026-11-20T02:00:00Z", "2026-11-21T02:00:00Z"
@@ -55,20 +55,20 @@ def test_transient_faults_and_rejections_recover_within_the_night(
     new_subscribers = [e for e, m in expected.items() if e not in before and m["status"] == "subscribed"]
     refused = set(new_subscribers[:5])
     # small batches and a short client timeout so every fault meets a call
-    _with_options(connections, "esp_default", batch_size=100, timeout=1.5, retry_budget=30)
+    _with_options(connections, "esp_default", batch_size=200, timeout=3, retry_budget=30)
     _with_options(connections, "crm_default", retry_budget=30)
     batch = {"method": "POST", "path": "/3.0/lists/*"}
     world.set_faults(
         "esp",
         rate_limit={"every": 3, "retry_after": 0.1, **batch},
         drop={"count": 2, **batch},
-        slow={"count": 1, "seconds": 3, **batch},
+        slow={"count": 1, "seconds": 4.5, **batch},
         record_errors={"keys": sorted(refused)},
     )
     world.set_faults(
         "crm",
-        status_burst={"count": 3, "status": 502},
-        rate_limit={"every": 4, "retry_after": 0.1},
+        status_burst={"count": 2, "status": 502},
+        rate_limit={"every": 5, "retry_after": 0.1},
     )
     first = nights(DAG, NIGHT1, full_refresh=True, **QUICK)
     faults = world.faults()
@@ -84,8 +84,8 @@ def test_transient_faults_and_rejections_recover_within_the_night(
         if isinstance(sw, dict)
     }
     rows = [
-        ("429 storm (ESP every 3rd batch, CRM every 4th call)", ["esp.rate_limit", "crm.rate_limit"]),
-        ("5xx burst (CRM 3 × 502)", ["crm.status_burst"]),
+        ("429 storm (ESP every 3rd batch, CRM every 5th call)", ["esp.rate_limit", "crm.rate_limit"]),
+        ("5xx burst (CRM 2 × 502)", ["crm.status_burst"]),
         ("dropped connections (ESP 2 batches)", ["esp.drop"]),
         ("client timeout after the write was applied (ESP)", ["esp.slow"]),
         ("per-record rejections (ESP refuses 5 new members)", ["esp.record_errors"]),
@@ -115,7 +115,7 @@ def test_transient_faults_and_rejections_recover_within_the_night(
     assert all(applied.get(s, 0) > 0 for _, sw in rows for s in sw), applied
     assert report_first["rejected"] == len(refused)
     assert not outcome.problems(), (outcome.problems(), outcome.examples)
-    assert outcome.resent_after_timeout <= 100  # at most the one batch whose answer was lost
+    assert outcome.resent_after_timeout <= 200  # at most the one batch whose answer was lost
 
 
 def test_crm_down_past_the_retry_budget_fails_with_a_message_then_the_rerun_completes(
@@ -124,7 +124,7 @@ def test_crm_down_past_the_retry_budget_fails_with_a_message_then_the_rerun_comp
     connections = restore_connections
     before = members(world)
     expected = world_expected(world, before)
-    os.environ["MAILSYNC_TASK_RETRIES"] = "1"
+    os.environ["MAILSYNC_TASK_RETRIES"] = "0"  # one try: the budget is what this case is about
     _with_options(connections, "crm_default", retry_budget=2, max_attempts=3)
     world.set_faults("crm", status_burst={"count": 100000, "status": 503})
     down = nights(DAG, NIGHT1, full_refresh=True, **QUICK)
@@ -206,3 +206,44 @@ def test_esp_down_mid_load_past_one_try_resumes_on_the_task_retry(
     assert any("still failing" in m for m in night.errors), night.errors[-5:]
     assert night.state == "success", (night.failed_tasks, night.errors[-5:])
     assert not outcome.problems(), (outcome.problems(), outcome.examples, resumed)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CRM write-back area (issue 19): a contact update the CRM refuses is reported as "
+    "`rejected` but never sent again; the day's run is green, so nobody reruns it, and the next "
+    "day recomputes only the contacts it touches",
+)
+def test_crm_write_back_rejections_reach_the_crm_by_the_next_day(world, recorder, clock, nights):
+    """The CRM refuses some contacts' engagement updates on day 1; day 2 runs clean. Every
+    contact must end with what its activity prescribes (a refused update is not a lost one)."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.integration.dags.expected_engagement import crm_state, events, expected_crm
+    from tests.reliability.checker import check_engagement
+
+    day1, day2 = datetime(2026, 11, 18, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC)
+    before = crm_state(world)
+    touched = sorted({e[0] for e in events(world, day1, day2)} & set(before))
+    ids = {norm(c["properties"].get("email")): str(c["id"]) for c in world.crm_contacts()}
+    refused = [ids[e] for e in touched[:5]]
+    world.set_faults("crm", record_errors={"keys": refused})
+    first = nights("esp_to_crm_engagement", day2.isoformat())
+    world.clear_faults()
+    second = nights("esp_to_crm_engagement", (day2 + timedelta(days=1)).isoformat())
+    expected = expected_crm(world, day1, day2 + timedelta(days=1), before)
+    outcome = check_engagement(
+        world,
+        Outcome(case="per-record rejections on the CRM write-back (engagement)", group="engagement, 2 days"),
+        expected=expected,
+        requests=world.requests(),
+    )
+    outcome.runs = 2
+    outcome.inputs = f"CRM refuses {len(refused)} contacts' updates on day 1"
+    outcome.outcome = (
+        f"day 1 {first.state} ({(first.report or {}).get('rejected', '?')} rejected), day 2 {second.state}"
+    )
+    outcome.passed = first.state == "success" and second.state == "success" and not outcome.problems()
+    recorder.record(outcome, clock)
+    assert second.state == "success"
+    assert not outcome.problems(), (outcome.problems(), outcome.examples)

@@ -3,9 +3,10 @@
 A demo night is run the way the tests run DAGs: the nightly contacts DAG (full refresh) and one
 engagement day, through dag.test(). Where the logs are: dag.test() writes no task log files
 (AIRFLOW_HOME/logs stays empty); its tasks log through the same structlog pipeline the file
-handler of a scheduled task uses, to this process's stdout, so the suite captures that output
-(capfd) with the mailsync, task and HTTP-provider loggers at DEBUG (the level someone debugging
-a night would set; the HTTP provider logs whole URLs there). dag.test() also does not mask
+handler of a scheduled task uses, to this process's stdout; the suite redirects that file
+descriptor into a file, with the mailsync, task and HTTP-provider loggers set to DEBUG (the level
+someone debugging a night would set; the HTTP provider logs whole URLs there; the count of DEBUG
+lines that came through is in the result row). dag.test() also does not mask
 connection secrets the way a supervised task does (shared/PITFALLS.md), so a secret that a
 hook logs shows here even where production would print `***`: the stricter place to look.
 
@@ -27,6 +28,7 @@ import os
 import re
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,59 +93,108 @@ def _metadata_texts() -> dict[str, str]:
     return texts
 
 
-def test_a_demo_night_leaks_no_secret_and_no_email(
-    vendors, airflow_db, tmp_path, capfd, recorder, clock, session_home
-):
-    dagrun.isolate(tmp_path)
+@pytest.fixture(scope="module")
+def demo_night(sandbox, connections, airflow_db, tmp_path_factory):
+    """The contacts night and an engagement day, their output captured at the file descriptor
+    (dag.test() prints every task's log lines to stdout)."""
+    sandbox.reset(seed=42, contacts=1000, days=7)
+    folder = tmp_path_factory.mktemp("demo-night")
+    dagrun.isolate(folder)
     levels = {name: logging.getLogger(name).level for name in DEBUG_LOGGERS}
     for name in DEBUG_LOGGERS[:4]:
         logging.getLogger(name).setLevel(logging.DEBUG)
-    try:
-        contacts = run_dag(
-            "crm_to_esp_contacts", "2026-11-20T02:00:00Z", capfd, full_refresh=True, loyalty_wait_minutes=0
-        )
-        engagement = run_dag("esp_to_crm_engagement", "2026-11-19T00:00:00Z", capfd)
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    output = capfd.readouterr().out
+    log_file = folder / "dag-test-output.log"
+    saved = os.dup(1)
+    sys.stdout.flush()
+    with log_file.open("w", encoding="utf-8") as sink:
+        os.dup2(sink.fileno(), 1)  # whatever writes to the descriptor itself
+        sys.stdout, stdout = sink, sys.stdout  # the task loggers print to sys.stdout
+        try:
+            contacts = run_dag(
+                "crm_to_esp_contacts", "2026-11-20T02:00:00Z", full_refresh=True, loyalty_wait_minutes=0
+            )
+            engagement = run_dag("esp_to_crm_engagement", "2026-11-19T00:00:00Z")
+        finally:
+            sys.stdout.flush()
+            sys.stdout = stdout
+            os.dup2(saved, 1)
+            os.close(saved)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
     assert contacts.state == "success" and engagement.state == "success"
-    secrets, emails = _secrets(vendors), _emails(vendors)
+    return {
+        "output": log_file.read_text(encoding="utf-8", errors="replace"),
+        "staging": folder / "staging",
+        "sandbox": sandbox,
+    }
+
+
+def _people_files(staging: Path) -> list[Path]:
+    return [
+        p
+        for p in sorted(staging.rglob("*"))
+        if p.is_file()
+        and p.suffix != ".parquet"
+        and any(k in str(p.relative_to(staging)) for k in PEOPLE_FILES)
+    ]
+
+
+def test_a_demo_night_leaks_no_secret_and_no_email(demo_night, recorder, clock):
+    output, staging, sb = demo_night["output"], demo_night["staging"], demo_night["sandbox"]
+    secrets, emails = _secrets(sb), _emails(sb)
     assert len(secrets) == 4 and len(emails) > 900
 
-    sources: dict[str, str] = {"task logs (dag.test output, DEBUG)": output}
+    sources: dict[str, str] = {"task logs (dag.test output)": output}
     sources.update({f"metadata DB: {t}": text for t, text in _metadata_texts().items()})
-    staging = tmp_path / "staging"
-    people_files, parquet, open_to_all = [], 0, []
+    people, parquet = set(_people_files(staging)), 0
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-        rel = str(path.relative_to(staging))
         if path.suffix == ".parquet":
             parquet += 1
-            continue
-        if any(k in path.name or k in rel for k in PEOPLE_FILES):
-            people_files.append(rel)
-            if path.stat().st_mode & stat.S_IROTH:
-                open_to_all.append(rel)
-            continue
-        sources[f"staging: {rel}"] = path.read_bytes().decode("utf-8", "replace")
+        elif path not in people:
+            sources[f"staging: {path.relative_to(staging)}"] = path.read_bytes().decode("utf-8", "replace")
     leaks = {}
     for where, text in sources.items():
         s, e = _hits(text, secrets, emails)
         if s or e:
             leaks[where] = {"secrets": len(s), "emails": len(e)}
+    debug_lines = sum(1 for line in output.splitlines() if "[debug" in line)
     outcome = Outcome(
         case="secrets and emails in logs, XComs, rendered templates, staging reports",
         group="contacts full night + engagement day",
         inputs=f"{len(secrets)} secrets, {len(emails)} emails; {len(sources)} texts scanned "
-        f"({len(output) // 1024} KiB of task log), {parquet} Parquet files not scanned",
+        f"({len(output) // 1024} KiB of task log, {debug_lines} DEBUG lines), "
+        f"{parquet} Parquet files and {len(people)} quarantine/rejected files not scanned",
         runs=2,
         expected=len(sources),
         found=len(sources) - len(leaks),
         lost=len(leaks),
         outcome="no leak" if not leaks else "leaks: " + "; ".join(f"{w}: {n}" for w, n in leaks.items()),
     )
-    outcome.details = {"people_files": len(people_files), "people_files_readable_by_all": open_to_all}
     outcome.passed = not leaks
     recorder.record(outcome, clock)
-    assert people_files, "the night quarantined rows; their files must exist"
+    assert people, "the night quarantined rows; their files must exist"
     assert not leaks, leaks
+
+
+def test_quarantine_and_rejected_files_are_not_readable_by_everyone(demo_night, recorder, clock):
+    """They must hold emails (that is their use); so only the service account may read them."""
+    staging = demo_night["staging"]
+    people = _people_files(staging)
+    open_to_all = [str(p.relative_to(staging)) for p in people if p.stat().st_mode & stat.S_IROTH]
+    recorder.record(
+        Outcome(
+            case="quarantine and rejected files access-controlled",
+            group="contacts full night + engagement day",
+            inputs=f"{len(people)} files holding personal data",
+            expected=len(people),
+            found=len(people) - len(open_to_all),
+            lost=len(open_to_all),
+            outcome="none readable by every user"
+            if not open_to_all
+            else f"{len(open_to_all)} readable by every user of the machine (mode o+r)",
+            passed=not open_to_all,
+        ),
+        clock,
+    )
+    assert people
+    assert not open_to_all, open_to_all
