@@ -299,7 +299,12 @@ def amounts(orders: pd.DataFrame, mapping) -> pd.DataFrame:
     rates = _rates(mapping)
     day = out["created_at"].dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize().astype("datetime64[us]")
     left = pd.DataFrame(
-        {"row": range(len(out)), "day": day.to_numpy(), "currency": out["currency"].astype(str).to_numpy()}
+        {
+            "row": range(len(out)),
+            "day": day.to_numpy(),
+            # the rates' own dtype: an empty day's column would be object and merge_asof refuses it
+            "currency": pd.array(out["currency"].astype(str).to_numpy(), dtype=rates["currency"].dtype),
+        }
     )
     joined = pd.merge_asof(
         left.sort_values("day"),
