@@ -16,7 +16,19 @@ from hypothesis import strategies as st
 from mailsync.mapping import engine
 from mailsync.mapping.spec import MappingError, load_mapping, parse_mapping
 from mailsync.reporting import csv_for_people, defuse, safe_cell
-from tests.unit.test_mapping_engine import contacts
+
+
+def contacts(**columns) -> pd.DataFrame:
+    """A CRM extract with every column the contacts mapping reads; the rest empty."""
+    source = load_mapping("crm_to_esp_contacts").sources["contacts"]
+    n = len(next(iter(columns.values())))
+    base = {c: [None] * n for c in engine.source_columns(source).values()}
+    base["hs_object_id"] = [str(i) for i in range(1, n + 1)]
+    base["lastmodifieddate"] = ["2026-11-19T10:00:00.000Z"] * n
+    base["firstname"], base["lastname"] = ["Ann"] * n, ["Lee"] * n
+    base.update(columns)
+    return pd.DataFrame(base, dtype="string")
+
 
 FORMULA_START = tuple("=+-@\uff1d\uff0b\uff0d\uff20")
 DELIMITERS = (",", ";", "|", "\t")
