@@ -121,12 +121,21 @@ class Soak:
         started = time.monotonic()
         first = run_dag(dag_id, logical, **conf)
         hits = self.sb.faults()
+        applied = Counter()
         for system in ("esp", "crm"):
             for name, sw in (hits.get(system) or {}).items():
                 if isinstance(sw, dict) and sw.get("applied"):
-                    self.fault_hits[f"{system}.{name}"] += sw["applied"]
+                    applied[f"{system}.{name}"] += sw["applied"]
+        self.fault_hits.update(applied)
         self.sb.clear_faults()
-        result = {"dag": dag_id, "state": first.state, "failed_tasks": first.failed_tasks, "rerun": None}
+        result = {
+            "dag": dag_id,
+            "state": first.state,
+            "failed_tasks": first.failed_tasks,
+            "rerun": None,
+            "fault_hits": dict(applied),
+            "errors": [e[:300] for e in first.errors[-3:]],
+        }
         if first.state != "success":
             rerun = run_dag(dag_id, logical, **conf)
             result["rerun"] = rerun.state
@@ -264,6 +273,11 @@ class Soak:
                     f"{mask_email(email)}: "
                     + ", ".join(f"{p} want {want.get(p)!r} got {got.get(p)!r}" for p in diff)
                 )
+            if diff and len(examples) < 3:
+                examples.append(
+                    f"{mask_email(email)}: "
+                    + ", ".join(f"{p} want {want.get(p)!r} got {got.get(p)!r}" for p in diff)
+                )
             fields.update(diff)
         return {
             "expected": len(expected),
@@ -271,6 +285,7 @@ class Soak:
             "lost": lost,
             "fields": dict(fields),
             "fields_compared": len(expected) * len(PROPS),
+            "examples": examples,
         }
 
     # -- the nights ------------------------------------------------------------------------------
@@ -312,7 +327,14 @@ class Soak:
         record["contacts_check"] = self.check_contacts(before, self.tiers, requests, rejected)
         if n > 0:
             faults = draw_faults(self.rng)
-            faults.pop("outage", None) if self.rng.random() < 0.5 else None
+            outage = faults.pop("outage", None)
+            if outage and self.rng.random() < 0.5:  # half the outages drawn hit this run too
+                faults["outage"] = outage
+            elif outage:
+                faults[outage["system"]] = {}
+            record["engagement_faults"] = {
+                k: sorted(v) if k != "outage" else v for k, v in faults.items() if v
+            }
             sb.clear_requests()
             record["engagement"] = self.run(
                 "esp_to_crm_engagement", f"{day + timedelta(days=1)}T00:00:00Z", faults

@@ -120,6 +120,11 @@ def _night_in_subprocess(folder: Path) -> dict:
     return result
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="loyalty file reader area (issue 19): the file is downloaded, decoded and parsed whole; "
+    "measured 2026-12-01: 200 MB night succeeded in 437 s at 2435 MiB peak RSS vs 712 MiB for 20 MB",
+)
 def test_a_200_mb_loyalty_file_is_read_in_bounded_memory(
     vendors, connections, airflow_db, tmp_path, recorder
 ):
