@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mailsync.files import read_delimited
+from mailsync.files import read_partner_file
 from mailsync.mapping import engine
 from mailsync.mapping.spec import load_mapping, parse_mapping
 
@@ -77,16 +77,23 @@ def test_non_ascii_names_survive_and_are_nfc_normalised(mapping):
 def test_legacy_encoding_file_reads_right_and_reports_bad_lines():
     text = "customer_id;tier_code;points;member_since;name\r\nC0000001;G;120;02.03.2019;Zoë Müller\r\n"
     text += "C0000002;S;15\r\nC0000003;B;3;01.01.2020;José Núñez\r\n"
-    frame, bad = read_delimited(
-        text.encode("cp1252") + b"C\x814;P;1;01.01.2020;X\r\n", encoding="cp1252", delimiter=";"
+    columns = ["customer_id", "tier_code", "points", "member_since", "name"]
+    read = read_partner_file(
+        text.encode("cp1252") + b"C\x814;P;1;01.01.2020;X\r\n",
+        columns=columns,
+        encodings=["cp1252"],
+        delimiters=[";"],
     )
+    frame, bad = read.frame, read.bad
     assert list(frame["name"]) == ["Zoë Müller", "José Núñez"]
     assert [(b.line, b.reason) for b in bad] == [
         (3, "expected 5 fields, found 3"),
         (5, "not valid cp1252: byte 0x81"),
     ]
     # the same bytes declared as UTF-8 are not guessed into shape: the lines are reported
-    _, bad_utf8 = read_delimited(text.encode("cp1252"), encoding="utf-8", delimiter=";")
+    bad_utf8 = read_partner_file(
+        text.encode("cp1252"), columns=columns, encodings=["utf-8"], delimiters=[";"]
+    ).bad
     assert [(b.line, b.reason[:19]) for b in bad_utf8] == [
         (2, "not valid utf-8: by"),
         (3, "expected 5 fields, "),
