@@ -80,11 +80,11 @@ def cases_table(rows: list[dict]) -> str:
             )
             + " |"
         )
-    total = sum(r.get("seconds", 0) for r in rows)
+    failed = [r["case"] for r in rows if r.get("passed") is False]
     lines += [
         "",
-        f"{len(rows)} rows; {sum(r.get('passed') is True for r in rows)} pass. "
-        f"Time in the cases (rows of one grouped run share its time): {total:.0f} s.",
+        f"{len(rows)} rows; {sum(r.get('passed') is True for r in rows)} pass"
+        + (f"; failing: {'; '.join(failed)}." if failed else "."),
     ]
     return "\n".join(lines)
 
