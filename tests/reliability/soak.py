@@ -273,11 +273,6 @@ class Soak:
                     f"{mask_email(email)}: "
                     + ", ".join(f"{p} want {want.get(p)!r} got {got.get(p)!r}" for p in diff)
                 )
-            if diff and len(examples) < 3:
-                examples.append(
-                    f"{mask_email(email)}: "
-                    + ", ".join(f"{p} want {want.get(p)!r} got {got.get(p)!r}" for p in diff)
-                )
             fields.update(diff)
         return {
             "expected": len(expected),
