@@ -208,12 +208,6 @@ def test_esp_down_mid_load_past_one_try_resumes_on_the_task_retry(
     assert not outcome.problems(), (outcome.problems(), outcome.examples, resumed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CRM write-back area (issue 19): a contact update the CRM refuses is reported as "
-    "`rejected` but never sent again; the day's run is green, so nobody reruns it, and the next "
-    "day recomputes only the contacts it touches",
-)
 def test_crm_write_back_rejections_reach_the_crm_by_the_next_day(world, recorder, clock, nights):
     """The CRM refuses some contacts' engagement updates on day 1; day 2 runs clean. Every
     contact must end with what its activity prescribes (a refused update is not a lost one)."""

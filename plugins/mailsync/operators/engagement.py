@@ -179,10 +179,12 @@ NARROWING = {  # sent only when this interval holds the event (see transform)
 def transform(run: Run) -> dict[str, Any]:
     """Replace this interval's day in the daily store; derive touched contacts' CRM values.
 
-    Touched: contacts with events in this interval, and those the interval's previous version
-    had (a rerun that finds fewer events must lower their totals). An opt-out or an invalid
-    email is written only by the interval that holds the unsubscribe or hard bounce: a later
-    open of someone who re-subscribed elsewhere never opts them out again.
+    Touched: contacts with events in this interval, those the interval's previous version
+    had (a rerun that finds fewer events must lower their totals), and those whose last write
+    the CRM refused (see `load`: they are sent again until it accepts them). An opt-out or an
+    invalid email is written only by the interval that holds the unsubscribe or hard bounce
+    (a later open of someone who re-subscribed elsewhere never opts them out again), or while
+    its write is still pending.
     """
     import pyarrow.dataset as ds
 
@@ -197,7 +199,8 @@ def transform(run: Run) -> dict[str, Any]:
             store.file(name).unlink()
     else:
         store.write_parquet(name, day)
-    touched = sorted(before | set(day["email"] if day is not None else []))
+    pending = _pending(run)
+    touched = sorted(before | set(day["email"] if day is not None else []) | pending)
     (run.area / "desired").clear()
     if not touched:
         return {"events": 0, "contacts_touched": 0}
@@ -217,6 +220,7 @@ def transform(run: Run) -> dict[str, Any]:
     today = day.set_index("email") if day is not None else pd.DataFrame(columns=list(NARROWING))
     for moment, columns in NARROWING.items():
         here = raw["email"].map(today[moment]).notna().to_numpy() if moment in today else False
+        here = here | raw["email"].isin(pending).to_numpy()
         for column in columns:
             if column in raw:
                 raw[column] = raw[column].astype(object).where(here, None)
@@ -228,6 +232,22 @@ def transform(run: Run) -> dict[str, Any]:
         "contacts_touched": len(touched),
         "days_in_store": len(store.names(".parquet")),
     }
+
+
+PENDING = "pending_writeback.parquet"  # emails whose last write the CRM refused
+
+
+def _pending(run: Run) -> set[str]:
+    return set(run.current.read_parquet(PENDING)["email"]) if run.current.exists(PENDING) else set()
+
+
+def _keep_pending(run: Run, emails: list[str]) -> None:
+    """Contacts the CRM refused are touched again by the next run (whatever its events), so a
+    refused update is retried, not lost; the next run replaces this list."""
+    if emails:
+        run.current.write_parquet(PENDING, pd.DataFrame({"email": sorted(emails)}).astype("string"))
+    elif run.current.exists(PENDING):
+        run.current.file(PENDING).unlink()
 
 
 def _store_clicks(run: Run, events: pd.DataFrame, name: str) -> None:
@@ -285,6 +305,8 @@ def load(run: Run) -> dict[str, Any]:
         written += len(result.accepted)
         rejected.extend(result.rejected)
     unknown = sum(1 for r in rejected if r["reason"] == "unknown_contact")
+    retry = sorted({r["key"] for r in rejected if r["reason"] != "unknown_contact"})
+    _keep_pending(run, retry)
     path = (run.area / "load").write_text("rejected.csv", sync.rejected_csv(rejected))
     log.info(
         "CRM: %d contacts written, %d unknown to the CRM (reported, not created), %d other rejections",
@@ -297,6 +319,7 @@ def load(run: Run) -> dict[str, Any]:
         "written": written,
         "unknown_contacts": unknown,
         "rejected": len(rejected) - unknown,
+        "retried_next_run": len(retry),
         "rejected_file": str(path),
         **hook.stats.as_dict(),
     }
