@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailsync.settings import staging_url
@@ -103,11 +104,20 @@ class Area:
         tmp = f"{target.path}.tmp-{uuid.uuid4().hex[:8]}"
         try:
             write(fs, tmp)
+            private(fs, tmp)
             fs.mv(tmp, target.path)
         finally:
             if fs.exists(tmp):
                 fs.rm(tmp)
         return target
+
+
+def private(fs, path: str) -> None:
+    """Every staged file holds personal data (extracts, snapshots, quarantine and rejected
+    rows): readable by the owner only, the user Airflow's components run as; set before the
+    file takes its name, so it is never readable by others."""
+    if "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol):
+        Path(path).chmod(0o600)
 
 
 def run_area(dag_id: str, start: datetime, end: datetime) -> Area:

@@ -311,10 +311,13 @@ def _scrub_csv(text: str, matcher: Matcher) -> tuple[str, int]:
 def _atomic_write(fs, path: str, write) -> None:
     import uuid
 
+    from mailsync.staging import private
+
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with fs.open(tmp, "wb") as f:
             write(f)
+        private(fs, tmp)
         fs.mv(tmp, path)
     finally:
         if fs.exists(tmp):
