@@ -6,15 +6,43 @@ One place, so the demo, the tests and the benchmarks run the same Airflow config
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-# SQLite waits this long for another component's write lock before `database is locked`
+
+class _SavepointCursor(sqlite3.Cursor):
+    """Opens a transaction that starts with a SAVEPOINT as `BEGIN IMMEDIATE`.
+
+    SQLAlchemy's `session.begin_nested()` emits a bare SAVEPOINT, and outside a transaction SQLite
+    runs that as a DEFERRED begin: the next SELECT takes a read snapshot, and the first write must
+    then upgrade it. SQLite never waits on that upgrade (the busy timeout is skipped to avoid a
+    deadlock, and in WAL a snapshot older than another component's commit can never be upgraded),
+    so it fails at once with `database is locked`. That is how `airflow backfill create` died on
+    its first `dag_run` insert (models/backfill.py creates each run in a begin_nested()) while the
+    scheduler wrote. BEGIN IMMEDIATE takes the write lock first, waiting up to `timeout` for it.
+    Transactions that pysqlite opens itself (before the first INSERT/UPDATE/DELETE) already wait.
+    """
+
+    def execute(self, sql, parameters=(), /):
+        if not self.connection.in_transaction and sql.lstrip()[:9].upper() == "SAVEPOINT":
+            super().execute("BEGIN IMMEDIATE")
+        return super().execute(sql, parameters)
+
+
+class SavepointsBeginImmediate(sqlite3.Connection):
+    """The sqlite3 connection Airflow's engine uses: every cursor is a `_SavepointCursor`."""
+
+    def cursor(self, factory=_SavepointCursor):
+        return super().cursor(factory)
+
+
+# Read by Airflow through AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS (passed to sqlite3.connect).
+# timeout: SQLite waits this long for another component's write lock before `database is locked`
 # (Python's default is 5 s: too short when the scheduler, dag-processor, api-server and a CLI
-# command all write to one file on a busy 2-core machine). Read by Airflow through
-# AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS.
-SQLITE_CONNECT_ARGS = {"timeout": 60}
+# command all write to one file on a busy 2-core machine). factory: see _SavepointCursor.
+SQLITE_CONNECT_ARGS = {"timeout": 60, "factory": SavepointsBeginImmediate}
 
 
 def airflow_env(home: Path, *, executor: str = "LocalExecutor", parallelism: int = 8) -> dict[str, str]:
