@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import sqlite3
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +26,6 @@ from tests.integration.dags.expected_engagement import crm_state, expected_crm
 DAG = "esp_to_crm_engagement"
 README = Path(__file__).resolve().parents[2] / "README.md"
 TRIES = int(os.environ.get("MAILSYNC_BACKFILL_TRIES", "1"))
-pytestmark = pytest.mark.slow
 
 
 def readme_backfill_command() -> list[str]:
@@ -58,6 +59,7 @@ def test_the_runbook_is_the_week_the_sandbox_has():
     }  # no --max-active-runs: the backfill runs up to 10 days at once
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attempt", range(1, TRIES + 1))
 def test_readme_backfill_command_runs_the_week(airflow, vendors, attempt):
     before = crm_state(vendors)
@@ -79,3 +81,36 @@ def test_readme_backfill_command_runs_the_week(airflow, vendors, attempt):
     assert report["activity_rows"] > 0 and report["quarantined"] == 0
     # no --max-active-runs: the days ran side by side, and the DAG's run lock kept their writes in order
     assert crm_state(vendors) == expected_crm(vendors, starts[0], ends[-1], before)
+
+
+def test_a_write_after_begin_nested_waits_for_another_writer(tmp_path):
+    """The cause, without timing luck: what models/backfill.py does per day (begin_nested, SELECT,
+    INSERT) while another component holds the write lock, with the connect args Airflow reads.
+    Before the factory in devtools/airflow_env.py the INSERT failed at once with `database is locked`.
+    """
+    from airflow.configuration import conf
+    from airflow.utils.orm_event_handlers import setup_event_handlers
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.orm import Session
+
+    path = tmp_path / "airflow.db"
+    connect_args = conf.getimport("database", "sql_alchemy_connect_args")  # devtools.airflow_env's
+    engine = create_engine(f"sqlite:///{path}", connect_args=connect_args)
+    setup_event_handlers(engine)  # Airflow's own connection set-up: WAL journal, foreign keys
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE dag_run (id INTEGER PRIMARY KEY, run_id TEXT)"))
+    scheduler = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    scheduler.execute("BEGIN IMMEDIATE")
+    scheduler.execute("INSERT INTO dag_run (run_id) VALUES ('scheduled')")
+    threading.Timer(1.0, scheduler.execute, ["COMMIT"]).start()  # the scheduler commits a second later
+
+    started = time.monotonic()
+    with Session(engine) as session:
+        with session.begin_nested():
+            session.execute(text("SELECT count(*) FROM dag_run")).scalar()
+            session.execute(text("INSERT INTO dag_run (run_id) VALUES ('backfill')"))
+        session.commit()
+    assert time.monotonic() - started >= 0.9  # it waited for the scheduler's commit
+    rows = scheduler.execute("SELECT run_id FROM dag_run ORDER BY id").fetchall()
+    assert rows == [("scheduled",), ("backfill",)]
+    engine.dispose()
