@@ -19,10 +19,12 @@ class _SavepointCursor(sqlite3.Cursor):
     runs that as a DEFERRED begin: the next SELECT takes a read snapshot, and the first write must
     then upgrade it. SQLite never waits on that upgrade (the busy timeout is skipped to avoid a
     deadlock, and in WAL a snapshot older than another component's commit can never be upgraded),
-    so it fails at once with `database is locked`. That is how `airflow backfill create` died on
-    its first `dag_run` insert (models/backfill.py creates each run in a begin_nested()) while the
-    scheduler wrote. BEGIN IMMEDIATE takes the write lock first, waiting up to `timeout` for it.
-    Transactions that pysqlite opens itself (before the first INSERT/UPDATE/DELETE) already wait.
+    so it fails at once with `database is locked`. That is how `airflow backfill create` died on a
+    `dag_run` insert while the scheduler wrote: models/backfill.py creates each day in a
+    begin_nested(), and as that SAVEPOINT had opened the transaction its RELEASE committed it, so
+    every day began again with a read. BEGIN IMMEDIATE takes the write lock first, waiting up to
+    `timeout` for it, and RELEASE no longer commits: the session's commit does, as SQLAlchemy
+    means it. Transactions pysqlite opens itself (before an INSERT/UPDATE/DELETE) already wait.
     """
 
     def execute(self, sql, parameters=(), /):
