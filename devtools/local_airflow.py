@@ -94,7 +94,7 @@ class LocalAirflow:
             try:
                 if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).ok:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or a slow first answer on a busy machine
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"Airflow API did not answer within {timeout:.0f}s; see {logs}")
