@@ -9,8 +9,19 @@ import sys
 from pathlib import Path
 
 from sandbox import store
-from sandbox.config import DEFAULT_NOW, DEFAULT_PORTS, GenParams, Settings
+from sandbox.config import DEFAULT_NOW, SERVED_PORTS, GenParams, Settings
 from sandbox.world import RATES
+
+#: Settings fields that ``--esp-api-key`` etc. override.
+_CREDENTIALS = (
+    "esp_api_key",
+    "crm_token",
+    "shop_token",
+    "sftp_user",
+    "sftp_password",
+    "smtp_user",
+    "smtp_password",
+)
 
 
 def _option(text: str) -> tuple[str, float]:
@@ -41,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     serve = commands.choices["serve"]
     serve.add_argument("--host", default="127.0.0.1")
-    for system, port in DEFAULT_PORTS.items():
+    for system, port in SERVED_PORTS.items():
         serve.add_argument(
             f"--{system}-port", type=int, default=port, help=f"default {port}; 0 = any free port"
         )
@@ -50,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         "--faults", type=Path, help='JSON file {"esp": {...switches}, "crm": ..., "shop": ...}'
     )
     serve.add_argument("--no-generate", action="store_true", help="keep the data already in --data-dir")
-    for flag in ("esp-api-key", "crm-token", "shop-token", "sftp-user", "sftp-password"):
-        serve.add_argument(f"--{flag}")
+    for name in _CREDENTIALS:
+        serve.add_argument(f"--{name.replace('_', '-')}")
     stop = commands.add_parser("stop")
     stop.add_argument("--data-dir", type=Path, required=True)
     return parser
@@ -78,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     from sandbox.server import serve
 
     settings = Settings(
-        args.data_dir.resolve(), host=args.host, ports={s: getattr(args, f"{s}_port") for s in DEFAULT_PORTS}
+        args.data_dir.resolve(),
+        host=args.host,
+        ports={s: getattr(args, f"{s}_port") for s in SERVED_PORTS},
     )
-    for flag in ("esp_api_key", "crm_token", "shop_token", "sftp_user", "sftp_password"):
+    for flag in _CREDENTIALS:
         if getattr(args, flag):
             setattr(settings, flag, getattr(args, flag))
     faults = json.loads(args.faults.read_text()) if args.faults else None

@@ -1,4 +1,4 @@
-"""Admin routes under ``/_sandbox/``: reset, fault switches, clock, inspection, world events.
+"""Admin routes under ``/_sandbox/``: reset, fault switches, clock, inspection, mail, world events.
 
 They need no vendor auth, are not logged, and see no faults. Every app serves the same set, so a
 client can use whichever port it knows. The world events (``crm/mutate``, ``esp/status``,
@@ -31,7 +31,7 @@ class AdminError(ValueError):
 
 
 def reset(state: AppState, body: dict) -> dict:
-    """Regenerate all data in place (the server keeps running); clears faults, log, limiters, clock."""
+    """Regenerate all data in place (the server keeps running); clears faults, log, limiters, clock, mail."""
     current = state.params
     params = GenParams(
         seed=int(body.get("seed", current.seed)),
@@ -46,6 +46,7 @@ def reset(state: AppState, body: dict) -> dict:
     state.faults.clear()
     state.faults.reset_limiters()
     state.clock.frozen_ms = None
+    state.mail.clear()
     write_ready(state.settings, state.ports, state.host_key, params)
     return counts
 
@@ -197,6 +198,12 @@ def requests_log(state: AppState, system: str | None) -> list[dict]:
     return out
 
 
+def clear_mail(state: AppState) -> dict:
+    deleted = len(state.mail)
+    state.mail.clear()
+    return {"deleted": deleted}
+
+
 def _route(state: AppState, path: str, method: str, action, *, write: bool = True) -> Route:
     async def endpoint(request: Request) -> Response:
         raw = await request.body()
@@ -247,6 +254,8 @@ def routes(state: AppState) -> list[Route]:
             "DELETE",
             lambda s: {"deleted": s.db.execute("DELETE FROM requests").rowcount},
         ),
+        _route(state, "/_sandbox/mail", "GET", lambda s: s.mail, write=False),
+        _route(state, "/_sandbox/mail", "DELETE", clear_mail, write=False),
         _route(state, "/_sandbox/crm/mutate", "POST", mutate_crm),
         _route(state, "/_sandbox/crm/archive", "POST", crm_archive),
         _route(state, "/_sandbox/crm/gdpr-delete", "POST", crm_gdpr_delete),

@@ -2,6 +2,7 @@
 
 Reads go straight to the SQLite file (read-only; WAL lets them run while the server writes);
 everything that changes state goes through the admin routes, so the server stays the only writer.
+The mail sink keeps its messages in the server's memory: ``mail()`` reads them over the admin API.
 
     sb = Sandbox.start(tmp_dir, seed=42, contacts=1000, days=7, parent_pid=os.getpid())
     os.environ.update({f"AIRFLOW_CONN_{k.upper()}": v for k, v in sb.airflow_connections().items()})
@@ -75,6 +76,7 @@ class Sandbox:
         crm_port: int = 0,
         shop_port: int = 0,
         sftp_port: int = 0,
+        smtp_port: int = 0,
         faults: dict | None = None,
         generate: bool = True,
         options: dict | None = None,
@@ -105,6 +107,8 @@ class Sandbox:
             str(shop_port),
             "--sftp-port",
             str(sftp_port),
+            "--smtp-port",
+            str(smtp_port),
         ]
         if now:
             cmd += ["--now", now]
@@ -202,6 +206,23 @@ class Sandbox:
                 "login": creds["sftp_user"],
                 "password": creds["sftp_password"],
                 "extra": {"host_key": info["sftp_host_key"], "no_host_key_check": False, "compress": False},
+            },
+            # Airflow's SMTP provider: plain SMTP (the sink offers neither SSL nor STARTTLS), AUTH
+            # with login/password; no retries, so a refused or failed send is seen at once and a
+            # message is never sent twice. JSON booleans: the hook reads bool("false") as True.
+            "mailsync_smtp": {
+                "conn_type": "smtp",
+                "host": info["host"],
+                "port": info["ports"]["smtp"],
+                "login": creds["smtp_user"],
+                "password": creds["smtp_password"],
+                "extra": {
+                    "from_email": info["mail_from"],
+                    "disable_ssl": True,
+                    "disable_tls": True,
+                    "timeout": 10,
+                    "retry_limit": 0,
+                },
             },
         }
         return {conn_id: json.dumps(value) for conn_id, value in conns.items()}
@@ -397,3 +418,16 @@ class Sandbox:
     def clear_requests(self) -> None:
         """Forget the request log so far (e.g. between two runs of a test)."""
         self._admin("DELETE", "/requests")
+
+    # --- mail sink -------------------------------------------------------------------------------
+
+    def mail(self) -> list[dict]:
+        """Messages the SMTP sink accepted, oldest first: ``id``, ``received_at``, ``login``,
+        ``mail_from``, ``rcpt_to`` (the envelope), ``subject``, ``from``, ``to``, ``cc`` (addresses),
+        ``date``, ``message_id``, ``headers``, ``text``, ``html`` (decoded bodies or None),
+        ``attachments`` (filename, content_type, size), ``size``."""
+        return self._admin("GET", "/mail")
+
+    def clear_mail(self) -> int:
+        """Forget the messages received so far; returns how many there were."""
+        return self._admin("DELETE", "/mail")["deleted"]

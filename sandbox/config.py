@@ -15,6 +15,11 @@ from pathlib import Path
 #: "Now" of the generated world, so that data does not depend on the wall clock.
 DEFAULT_NOW = "2026-11-20T00:00:00Z"
 DEFAULT_PORTS = {"esp": 8701, "crm": 8702, "shop": 8703, "sftp": 8722}
+#: The mail sink is not a vendor: it stays out of DEFAULT_PORTS, which the compose set-up and its
+#: test wire one connection each (docker-compose.yaml / .env.example do not know the sink yet).
+DEFAULT_SMTP_PORT = 8725
+#: Every port ``serve`` binds, with its CLI default.
+SERVED_PORTS = DEFAULT_PORTS | {"smtp": DEFAULT_SMTP_PORT}
 
 # Shapes follow the vendors' formats: Mailchimp "<32 hex>-<data centre>", HubSpot private-app
 # token "pat-<region>-<uuid>", Shopify admin token "shpat_<32 hex>".
@@ -25,6 +30,10 @@ SHOP_API_VERSION = "2024-10"
 SFTP_USER = "loyalty"
 SFTP_PASSWORD = "loyalty-sandbox-pw"
 ESP_LOGIN = "mailsync"
+SMTP_USER = "mailsync"
+SMTP_PASSWORD = "smtp-sandbox-pw"
+#: The sender address of Airflow's notifications (``from_email`` of the SMTP connection).
+MAIL_FROM = "mailsync@sandbox.local"
 
 #: One audience and one e-commerce store exist; their ids do not change with the seed, so a
 #: connection stays valid across resets.
@@ -42,12 +51,14 @@ class Settings:
 
     data_dir: Path
     host: str = "127.0.0.1"
-    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    ports: dict[str, int] = field(default_factory=lambda: dict(SERVED_PORTS))
     esp_api_key: str = ESP_API_KEY
     crm_token: str = CRM_TOKEN
     shop_token: str = SHOP_TOKEN
     sftp_user: str = SFTP_USER
     sftp_password: str = SFTP_PASSWORD
+    smtp_user: str = SMTP_USER
+    smtp_password: str = SMTP_PASSWORD
 
     @property
     def db_path(self) -> Path:
@@ -66,6 +77,8 @@ class Settings:
             "shop_api_version": SHOP_API_VERSION,
             "sftp_user": self.sftp_user,
             "sftp_password": self.sftp_password,
+            "smtp_user": self.smtp_user,
+            "smtp_password": self.smtp_password,
         }
 
 
@@ -94,10 +107,12 @@ def write_ready(settings: Settings, ports: dict[str, int], host_key: str, params
             "esp": f"http://{connect_host}:{ports['esp']}/3.0",
             "crm": f"http://{connect_host}:{ports['crm']}",
             "shop": f"http://{connect_host}:{ports['shop']}",
+            "smtp": f"smtp://{connect_host}:{ports['smtp']}",
         },
         "credentials": settings.credentials(),
         "list_id": LIST_ID,
         "store_id": STORE_ID,
+        "mail_from": MAIL_FROM,
         "sftp_host_key": host_key,
         "data_dir": str(settings.data_dir),
         "db_path": str(settings.db_path),

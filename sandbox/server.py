@@ -1,4 +1,4 @@
-"""One process, one asyncio loop: three uvicorn servers (ESP, CRM, SHOP) and the SFTP server.
+"""One process, one asyncio loop: three uvicorn servers (ESP, CRM, SHOP), SFTP and the mail sink.
 
 Sockets are bound here first, so port 0 (any free port) works and ready.json can say which ports
 were taken. uvicorn's own signal capture is switched off (three servers would fight over it);
@@ -17,7 +17,7 @@ import socket
 
 import uvicorn
 
-from sandbox import admin, generator, sftp, store
+from sandbox import admin, generator, mail, sftp, store
 from sandbox.config import READY_NAME, GenParams, Settings, read_ready, write_ready
 from sandbox.crm_api import HubSpot
 from sandbox.esp_api import Mailchimp
@@ -103,6 +103,9 @@ async def serve(
         tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
     acceptor = await sftp.start(state, settings.ports["sftp"], key)
     state.ports["sftp"] = acceptor.get_port()
+    smtp_sock = _bind(settings.host, settings.ports["smtp"])
+    state.ports["smtp"] = smtp_sock.getsockname()[1]
+    mail_server = await mail.start(state, smtp_sock)
     while not all(s.started for s in servers):
         if any(t.done() for t in tasks):
             raise RuntimeError("a vendor server failed to start")
@@ -119,6 +122,7 @@ async def serve(
     for server in servers:
         server.should_exit = True
     acceptor.close()
+    mail_server.close()
     await asyncio.gather(*tasks, return_exceptions=True)
     if parent_pid:
         watcher.cancel()

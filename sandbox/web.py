@@ -45,7 +45,7 @@ logging.getLogger("uvicorn.error").addFilter(_DropNoise())
 
 @dataclass
 class AppState:
-    """What all apps share: the one DB connection, the switches, the clock, the data set."""
+    """What all servers share: the one DB connection, the switches, the clock, the data set, the mail."""
 
     settings: Settings
     db: sqlite3.Connection
@@ -54,6 +54,7 @@ class AppState:
     clock: Clock = field(default_factory=Clock)
     ports: dict[str, int] = field(default_factory=dict)
     host_key: str = ""
+    mail: list[dict] = field(default_factory=list)  # what the mail sink accepted (sandbox/mail.py)
 
     @property
     def sftp_root(self) -> Path:

@@ -78,7 +78,7 @@ def test_airflow_connections(sandbox):
     import json
 
     conns = {k: json.loads(v) for k, v in sandbox.airflow_connections().items()}
-    assert set(conns) == {"esp_default", "crm_default", "shop_default", "loyalty_sftp"}
+    assert set(conns) == {"esp_default", "crm_default", "shop_default", "loyalty_sftp", "mailsync_smtp"}
     assert conns["esp_default"]["host"].endswith("/3.0") and conns["esp_default"]["extra"]["list_id"]
     assert conns["shop_default"]["extra"] == {"api_version": "2024-10"}
     assert conns["loyalty_sftp"]["extra"]["host_key"].startswith("ssh-ed25519 AAAA")
