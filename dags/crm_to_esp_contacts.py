@@ -72,10 +72,11 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
 from mailsync.operators.sensors import LoyaltyFileSensor
-from mailsync.settings import BUCKETS, staging_url, task_retry_policy
+from mailsync.settings import BUCKETS, staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 MAPPING = load_mapping("crm_to_esp_contacts")  # a broken mapping shows as an import error in the UI
@@ -90,10 +91,11 @@ ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/
     catchup=False,  # a stateful sync: one run catches up skipped nights (see Extract above)
     max_active_runs=1,
     doc_md=__doc__,
+    deadline=deadline_alert("crm_to_esp_contacts"),  # include/notifications.yaml
     tags=["mailsync", "crm", "esp", "nightly"],
     default_args={
         "owner": "data-engineering",
-        **task_retry_policy(),
+        **task_defaults(),
         "execution_timeout": timedelta(hours=3),
     },
     params={
@@ -223,7 +225,7 @@ def crm_to_esp_contacts():
 
         return contacts.commit(Run.of_current_task())
 
-    @task(outlets=[ESP_CONTACTS], pre_execute=hold_run_lock)
+    @task(outlets=[ESP_CONTACTS], pre_execute=hold_run_lock, multiple_outputs=False)
     def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict], committed: dict) -> dict:
         """Counts per stage, API calls and duration (the return value is this run's summary)."""
         from mailsync.operators.report import contacts_report

@@ -23,9 +23,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import staging_url, task_retry_policy
+from mailsync.settings import staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
@@ -40,10 +41,11 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    deadline=deadline_alert("esp_buyer_segments"),  # include/notifications.yaml
     tags=["mailsync", "esp", "segments", "asset-scheduled"],
     default_args={
         "owner": "data-engineering",
-        **task_retry_policy(),
+        **task_defaults(),
         "execution_timeout": timedelta(hours=1),
     },
     params={

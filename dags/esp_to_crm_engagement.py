@@ -47,9 +47,10 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import staging_url, task_retry_policy
+from mailsync.settings import staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 MAPPING = load_mapping("esp_to_crm_engagement")
@@ -64,10 +65,11 @@ CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contac
     catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
     max_active_runs=1,  # scheduled runs; backfills ignore it: the run lock serialises every run
     doc_md=__doc__,
+    deadline=deadline_alert("esp_to_crm_engagement"),  # include/notifications.yaml
     tags=["mailsync", "esp", "crm", "daily", "backfill"],
     default_args={
         "owner": "data-engineering",
-        **task_retry_policy(),
+        **task_defaults(),
         "execution_timeout": timedelta(hours=2),
     },
     params={
@@ -110,7 +112,7 @@ def esp_to_crm_engagement():
 
         return engagement.load(Run.of_current_task())
 
-    @task(outlets=[CRM_ENGAGEMENT], pre_execute=hold_run_lock)
+    @task(outlets=[CRM_ENGAGEMENT], pre_execute=hold_run_lock, multiple_outputs=False)
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
         """The day's counts: events, contacts written, unknown contacts, API calls, duration."""
         from mailsync.operators.report import engagement_report

@@ -36,9 +36,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
+from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import staging_url, task_retry_policy
+from mailsync.settings import staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 
@@ -51,10 +52,11 @@ staging_url()  # a staging URL no worker could use is this file's import error, 
     catchup=False,  # each run looks at everything kept: one run catches up skipped days
     max_active_runs=1,
     doc_md=__doc__,
+    deadline=deadline_alert("mailsync_retention"),  # include/notifications.yaml
     tags=["mailsync", "retention", "gdpr", "daily"],
     default_args={
         "owner": "data-engineering",
-        **task_retry_policy(),
+        **task_defaults(),
         "execution_timeout": timedelta(hours=2),
     },
 )

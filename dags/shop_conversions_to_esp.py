@@ -40,9 +40,10 @@ import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 from mailsync.mapping.spec import load_mapping
+from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
 from mailsync.operators.run import Run
-from mailsync.settings import staging_url, task_retry_policy
+from mailsync.settings import staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 MAPPINGS = (load_mapping("shop_orders_to_esp"), load_mapping("shop_buyer_totals_to_esp"))
@@ -57,10 +58,11 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
     catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
     max_active_runs=1,  # scheduled runs; backfills ignore it: the run lock serialises every run
     doc_md=__doc__,
+    deadline=deadline_alert("shop_conversions_to_esp"),  # include/notifications.yaml
     tags=["mailsync", "shop", "esp", "daily", "revenue"],
     default_args={
         "owner": "data-engineering",
-        **task_retry_policy(),
+        **task_defaults(),
         "execution_timeout": timedelta(hours=2),
     },
     params={
@@ -99,7 +101,7 @@ def shop_conversions_to_esp():
 
         return shop.load(Run.of_current_task())
 
-    @task(outlets=[SHOP_ORDERS], pre_execute=hold_run_lock)
+    @task(outlets=[SHOP_ORDERS], pre_execute=hold_run_lock, multiple_outputs=False)
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
         """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report."""
         from mailsync.operators.report import shop_report

@@ -54,6 +54,17 @@ class LocalAirflow:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            # the report task writes the run's note through the REST API as this user
+            "AIRFLOW_CONN_AIRFLOW_API": json.dumps(
+                {
+                    "conn_type": "http",
+                    "host": "127.0.0.1",
+                    "port": self.port,
+                    "login": self.user,
+                    "password": self.password,
+                    "extra": {"retry_budget": 30, "timeout": 30},
+                }
+            ),
             **(env or {}),
         }
         self.processes: dict[str, subprocess.Popen] = {}

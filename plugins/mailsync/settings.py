@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 INCLUDE_DIR = Path(os.environ.get("MAILSYNC_INCLUDE_DIR", PROJECT_DIR / "include"))
@@ -24,12 +27,14 @@ BUCKETS = 32
 CHUNK_ROWS = 100_000  # rows per staged Parquet file: the unit of memory of every step
 
 
-def task_retry_policy() -> dict:
-    """Retries of every task. A deployment knob (env), e.g. short delays in tests so a failing
-    run fails in seconds rather than waiting out production back-off."""
-    from datetime import timedelta
+def task_defaults() -> dict:
+    """default_args of every task: retries, a deployment knob (env: e.g. short delays in tests,
+    so a failing run fails in seconds rather than waiting out production back-off), and one
+    notification when a task fails after its last retry (mailsync.notifications)."""
+    from mailsync.notifications import FailureNotifier
 
     return {
+        "on_failure_callback": FailureNotifier(),
         "retries": int(os.environ.get("MAILSYNC_TASK_RETRIES", "3")),
         "retry_delay": timedelta(seconds=float(os.environ.get("MAILSYNC_TASK_RETRY_DELAY_S", "120"))),
         "retry_exponential_backoff": True,
@@ -73,6 +78,36 @@ def retention() -> Retention:
     if policy.quarantine_days > policy.run_days:
         raise ValueError(f"{path}: quarantine_days {policy.quarantine_days} > run_days {policy.run_days}")
     return policy
+
+
+NOTIFICATIONS_FILE = "notifications.yaml"  # in INCLUDE_DIR; MAILSYNC_NOTIFICATIONS_FILE names another one
+
+
+class Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    conn_id: str
+    to: list[str] = []
+
+
+class Notifications(BaseModel):
+    """Unknown keys are an error, so a typo never silences on-call."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = 1
+    email: Channel | None = None
+    webhook: Channel | None = None
+    deadlines: dict[str, timedelta] = {}
+
+
+def notifications() -> Notifications:
+    """Notification channels and deadlines (include/notifications.yaml)."""
+    import yaml
+
+    path = Path(os.environ.get("MAILSYNC_NOTIFICATIONS_FILE") or INCLUDE_DIR / NOTIFICATIONS_FILE)
+    try:
+        return Notifications.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
 
 
 def airflow_home() -> Path:

@@ -68,6 +68,15 @@ erasure = sa.Table(  # hashes only: the ledger itself holds no personal data in 
     sa.Column("applied_at", sa.DateTime(timezone=True)),
     sa.Column("run_id", sa.String(250)),
 )
+notification = sa.Table(
+    "mailsync_notification",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("clear_number", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 
 class StateNotConfigured(RuntimeError):
@@ -438,6 +447,25 @@ class ErasureLedger:
                         )
                     ).rowcount
         return deleted
+
+
+def claim_notification(dag_id: str, run_id: str, clear_number: int, kind: str) -> bool:
+    """True once per run, kind and clear of the run: several tasks failing in one run (mapped
+    loads in an outage), or a task retried after sending, must not page on-call twice."""
+    try:
+        with engine().begin() as conn:
+            conn.execute(
+                notification.insert().values(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    clear_number=clear_number,
+                    kind=kind,
+                    sent_at=datetime.now(UTC),
+                )
+            )
+    except sa.exc.IntegrityError:
+        return False
+    return True
 
 
 def _insert(engine: sa.Engine):

@@ -73,6 +73,15 @@ class CallStats:
         return {"api_calls": self.calls, "write_calls": self.writes, "retries": self.retries}
 
 
+class BearerAuth(requests.auth.AuthBase):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
 class VendorHttpHook(HttpHook):
     """Base of the REST vendor hooks. Subclasses set the class attributes and `_auth`.
 

@@ -14,9 +14,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-import requests
-
-from mailsync.hooks.base import BatchResult, VendorError, VendorHttpHook, batched
+from mailsync.hooks.base import BatchResult, BearerAuth, VendorError, VendorHttpHook, batched
 from mailsync.pii import redact
 
 MAX_BATCH = 100  # HubSpot's limit for batch read/update/upsert
@@ -28,15 +26,6 @@ SEARCH_RATE = 5.0  # search requests per second per account (HubSpot's own limit
 
 class SearchWindowExceeded(VendorError):
     """More contacts share one modification time than a HubSpot search can page through."""
-
-
-class BearerAuth(requests.auth.AuthBase):
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self.token}"
-        return request
 
 
 def _ms(moment: datetime) -> str:

@@ -1,4 +1,8 @@
-"""The run summary an analyst reads in the UI: counts per stage, API calls, duration."""
+"""The run summary an analyst reads in the UI: counts per stage, API calls, duration, warnings.
+
+One summary per run: the report task's single XCom (`multiple_outputs=False`), `report.json`
+beside the run's files, and the DAG run's note in Markdown, so it shows on the run's page. A
+run that succeeded with warnings also notifies (mailsync.notifications)."""
 
 from __future__ import annotations
 
@@ -65,10 +69,21 @@ def contacts_report(
         "quarantine_file": contacts.get("quarantine"),
         "rejected_files": [p["rejected_file"] for p in loads if p.get("rejected_file")],
     }
+    warnings = []
+    if loyalty_status == "rejected":
+        warnings.append(f"Loyalty file rejected: {loyalty_reason}. Tiers stay as last known.")
+    elif loyalty_status == "missing":
+        warnings.append("No complete loyalty file came for this night: tiers stay as last known.")
+    if report["rejected"]:
+        warnings.append(
+            f"The ESP refused {report['rejected']} member(s): reasons in the rejected file; "
+            "they are sent again next run."
+        )
     return _finish(
         run,
         extract.get("started_at"),
         report,
+        warnings,
         (
             "extracted",
             "loyalty",
@@ -117,10 +132,17 @@ def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, 
         "quarantine_file": validate.get("quarantine"),
         "rejected_file": load.get("rejected_file"),
     }
+    warnings = []
+    if report["rejected"]:
+        warnings.append(
+            f"The CRM refused {report['rejected']} write-back(s): reasons in the rejected file; "
+            "they are retried next run."
+        )
     return _finish(
         run,
         extract.get("started_at"),
         report,
+        warnings,
         (
             "activity_rows",
             "quarantined",
@@ -132,13 +154,23 @@ def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, 
     )
 
 
-def _finish(run: Run, started_at: str | None, report: dict[str, Any], headline: tuple[str, ...]) -> dict:
+def _finish(
+    run: Run, started_at: str | None, report: dict[str, Any], warnings: list[str], headline: tuple[str, ...]
+) -> dict:
     """Duration counts from the first task's start (the extract) to now."""
+    from airflow.sdk import get_current_context
+
+    from mailsync.notifications import notify_warnings, set_run_note
+
     if started_at:
         report["duration_s"] = round(
             (datetime.now(UTC) - datetime.fromisoformat(started_at)).total_seconds(), 1
         )
+    report["warnings"] = warnings
     run.area.write_text("report.json", json.dumps(report, indent=2, default=str))
+    set_run_note(run.dag_id, run.run_id, run_note(report, headline))
+    if warnings:
+        notify_warnings(get_current_context(), warnings)
     log.info(
         "REPORT %s %s: %s",
         run.dag_id,
@@ -146,6 +178,28 @@ def _finish(run: Run, started_at: str | None, report: dict[str, Any], headline: 
         " ".join(f"{k}={report.get(k)}" for k in (*headline, "duration_s")),
     )
     return report
+
+
+def run_note(report: dict[str, Any], headline: tuple[str, ...]) -> str:
+    """The summary as Markdown for the run's page: the headline counts, calls, duration, warnings."""
+    start, end = (x[:16].replace("T", " ") for x in report["interval"])
+    mark = "⚠️ Succeeded with warnings" if report.get("warnings") else "✅ Succeeded"
+    dry = " (dry run: nothing written)" if report.get("dry_run") else ""
+    lines = [f"### {mark}{dry}", f"Data interval {start} → {end} UTC", ""]
+    lines += [f"- ⚠️ {w}" for w in report.get("warnings", [])]
+    lines += ["", "| stage | count |", "|---|---:|"]
+    lines += [f"| {key.replace('_', ' ')} | {_shown(report.get(key))} |" for key in headline]
+    reasons = report.get("quarantine_reasons") or {}
+    if reasons:
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+        lines += ["", f"**Quarantined by reason:** {shown}"]
+    calls = ", ".join(f"{k} {v}" for k, v in (report.get("api_calls") or {}).items())
+    lines += ["", f"**API calls:** {calls} · **duration:** {report.get('duration_s', '?')} s"]
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
 def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
@@ -179,6 +233,7 @@ def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: 
         run,
         extract.get("started_at"),
         report,
+        [],
         (
             "orders_extracted",
             "quarantined",
