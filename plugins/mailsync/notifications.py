@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -245,7 +246,9 @@ def _action(exc: BaseException | None) -> str:
 
 def _interval(start: Any, end: Any) -> str:
     def show(value: Any) -> str:
-        return value.isoformat() if hasattr(value, "isoformat") else str(value or "?")
+        if isinstance(value, str):  # the deadline callback's context is JSON
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return value.isoformat() if value else "?"
 
     return f"{show(start)} → {show(end)}"
 

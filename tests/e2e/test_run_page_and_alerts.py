@@ -1,0 +1,55 @@
+"""What an analyst and on-call see of a nightly run on the embedded default (a real scheduler,
+SQLite, LocalExecutor), the way the demo runs it: the run's note with the counts, one summary
+XCom, and a deadline alert in the mail sink when the run has not finished in time.
+
+The nightly runs once for the module (`nightly`, about a minute); the UI journey in a browser
+(tests/e2e/test_ui_journey.py) reads the same run.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from devtools.local_airflow import _quote
+
+DAG = "crm_to_esp_contacts"
+pytestmark = pytest.mark.slow
+
+
+def test_the_run_note_shows_the_summary(nightly):
+    airflow, run_id, _ = nightly["airflow"], nightly["run_id"], nightly["sandbox"]
+    run = airflow.api("GET", f"dags/{DAG}/dagRuns/{_quote(run_id)}")
+    report = airflow.xcom(DAG, run_id, "report")
+    note = run["note"] or ""
+    assert note.startswith("### ✅ Succeeded") or note.startswith("### ⚠️ Succeeded with warnings"), note
+    assert f"| extracted | {report['extracted']:,} |" in note
+    assert f"| created | {report['created']:,} |" in note
+    assert f"| quarantined | {report['quarantined']:,} |" in note
+    assert "**API calls:** crm" in note and "**duration:**" in note
+
+
+def test_the_summary_is_one_xcom(nightly):
+    airflow, run_id = nightly["airflow"], nightly["run_id"]
+    path = f"dags/{DAG}/dagRuns/{_quote(run_id)}/taskInstances/report/xcomEntries"
+    entries = airflow.api("GET", path)["xcom_entries"]
+    assert [e["key"] for e in entries] == ["return_value"]
+    report = airflow.xcom(DAG, run_id, "report")
+    assert {"extracted", "created", "quarantined", "api_calls", "warnings"} <= set(report)
+
+
+def test_a_run_past_its_deadline_alerts_once(nightly):
+    """The module's notification file gives the nightly a deadline of 3 s after it was queued."""
+    sandbox, run_id = nightly["sandbox"], nightly["run_id"]
+    late = []
+    for _ in range(60):  # the scheduler checks deadlines in its loop; the executor sends
+        late = [m for m in sandbox.mail() if "LATE" in m["subject"]]
+        if late:
+            break
+        time.sleep(2)
+    subject = f"[mailsync] {DAG} LATE: not finished by its deadline ({nightly['interval']})"
+    assert [m["subject"] for m in late] == [subject]
+    html = late[0]["html"]
+    assert "was due to finish by" in html and "What to do" in html
+    assert f"/dags/{DAG}/runs/{_quote(run_id)}" in html or run_id in html
