@@ -74,7 +74,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from mailsync.mapping.spec import load_mapping
 from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run
+from mailsync.operators.run import Run, logical_date_help
 from mailsync.operators.sensors import LoyaltyFileSensor
 from mailsync.settings import BUCKETS, staging_url, task_defaults
 
@@ -100,7 +100,11 @@ ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/
     },
     params={
         "full_refresh": Param(
-            False, type="boolean", description="Pull every CRM contact instead of the interval's changes."
+            False,
+            type="boolean",
+            description="Pull every CRM contact instead of the interval's changes.",
+            description_md=logical_date_help("02:00")
+            + "\n\n**full_refresh:** pull every CRM contact instead of the interval's changes.",
         ),
         "dry_run": Param(
             False, type="boolean", description="Compute and report the difference; write nothing to the ESP."
@@ -133,44 +137,82 @@ ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/
 def crm_to_esp_contacts():
     loyalty_day = LoyaltyFileSensor(
         task_id="wait_for_loyalty_file",
-        doc_md="Waits (reschedule mode) for the night's loyalty file and its done-marker on SFTP. "
-        "Returns the file's day and whether it was found (when it was not and `loyalty_required` "
-        "is false, the run goes on with the last known tiers).",
+        doc_md="Waits (reschedule mode, no worker slot held) for the night's loyalty file and its "
+        "done-marker on SFTP.\n\n**Inputs:** the `loyalty_sftp` connection; `loyalty_wait_minutes`.\n\n"
+        "**Returns** the file's day and whether it was found: when it was not and `loyalty_required` "
+        "is false, the run goes on with the last known tiers (the report says `loyalty: missing`).\n\n"
+        "**When it fails:** only with `loyalty_required`: ask the partner for the file, then clear "
+        "this task.",
     )
 
     lock = RunLockSensor(task_id="acquire_run_lock")
 
     @task(pre_execute=hold_run_lock)
     def extract_contacts() -> dict:
-        """Stage the CRM contacts modified in the interval (all with `full_refresh`) as Parquet chunks."""
+        """Stage the CRM contacts modified in the interval (all with `full_refresh`) as Parquet chunks.
+
+        **Inputs:** the `crm_default` connection (HubSpot), the data interval, the high-water mark
+        of the last completed night (skipped nights are caught up).
+
+        **When it fails:** nothing has been written yet. 401/403: fix the connection's token. "still
+        failing ... rerun the task later": the CRM was down past the retry budget; clear the task
+        once it answers. `IncompleteExtract`: the listing ended early; clear the task.
+        """
         from mailsync.operators import contacts
 
         return contacts.extract(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def extract_loyalty(sensed: dict) -> dict:
-        """Download the loyalty file (checked against its done-marker), parse it in the mapping's dialect."""
+        """Download the loyalty file (checked against its done-marker), parse it in the mapping's dialect.
+
+        **Inputs:** the sensor's result, the `loyalty_sftp` connection, `sources.loyalty.file` of
+        the mapping (encodings, delimiters, header, completeness).
+
+        **When it fails:** a file that cannot be used is refused, not failed: the night goes on
+        with the last tiers and the report says `loyalty: rejected` with the reason. It fails only
+        with `loyalty_required` (ask the partner for a corrected file) or on an SFTP outage (clear
+        it once the server answers).
+        """
         from mailsync.operators import contacts
 
         return contacts.extract_loyalty(Run.of_current_task(), sensed)
 
     @task(pre_execute=hold_run_lock)
     def validate(extracted: dict, loyalty: dict) -> dict:
-        """Great Expectations quality gate: quarantine bad rows with reasons; fail past the threshold."""
+        """Great Expectations quality gate: quarantine bad rows with reasons; fail past the threshold.
+
+        **Inputs:** the staged contacts and loyalty rows; the checks of
+        `include/mappings/crm_to_esp_contacts.yaml`.
+
+        **When it fails:** too many bad rows, or a dataset-level failure (missing columns, too many
+        duplicate emails). Open the quality report named in the error; fix the data at the source,
+        or raise `bad_row_threshold` in the mapping if the data is right; clear this task.
+        """
         from mailsync.operators import contacts
 
         return contacts.validate(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock, multiple_outputs=False)
     def list_audience(extracted: dict) -> dict:
-        """With `mirror`: list the ESP audience and stage the members no CRM contact has (else nothing)."""
+        """With `mirror`: list the ESP audience and stage the members no CRM contact has (else nothing).
+
+        **Inputs:** the `esp_default` connection (Mailchimp), the staged contacts.
+
+        **When it fails:** an ESP outage or credentials: fix or wait, then clear it.
+        """
         from mailsync.operators import contacts
 
         return contacts.list_audience(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def plan(extracted: dict, validated: dict) -> list[dict]:
-        """Split the key buckets into the `partitions` param's number of partitions."""
+        """Split the key buckets into the `partitions` param's number of partitions.
+
+        **Inputs:** the `partitions` param. The result does not depend on it.
+
+        **When it fails:** it cannot, short of a broken deployment: read its log.
+        """
         from mailsync.operators.run import partitions
 
         full = extracted["mode"] == "full"
@@ -182,7 +224,9 @@ def crm_to_esp_contacts():
     @task(
         pre_execute=hold_run_lock,
         doc_md="Merge tonight's rows into the next contacts snapshot (committed after the loads); "
-        "map to ESP members (mapping YAML).",
+        "map to ESP members (mapping YAML).\n\n**Inputs:** one partition's key buckets, the valid "
+        "rows, the current snapshot.\n\n**When it fails:** a mapping error names file, line and "
+        "key: fix the mapping, then clear the task. Nothing was sent yet.",
     )  # mapped tasks take no doc from the docstring
     def transform(part: dict) -> dict:
         from mailsync.operators import contacts
@@ -193,7 +237,9 @@ def crm_to_esp_contacts():
 
     @task(
         pre_execute=hold_run_lock,
-        doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove.",
+        doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."
+        "\n\n**Inputs:** the transform's members, the sync state (`mailsync_state`).\n\n"
+        "**When it fails:** the state database was unreachable: clear the task once it is back.",
     )  # mapped tasks take no doc from the docstring
     def diff(transformed: dict) -> dict:
         from mailsync.operators import contacts
@@ -202,7 +248,13 @@ def crm_to_esp_contacts():
 
     @task(pre_execute=hold_run_lock)
     def check_removals(diffs: list[dict]) -> list[dict]:
-        """Safety stop over all partitions before anything is sent: too many removals fail the run."""
+        """Safety stop over all partitions before anything is sent: too many removals fail the run.
+
+        **Inputs:** every partition's diff; `max_removal_share`, `allow_mass_removal`.
+
+        **When it fails:** nothing was sent. Find out why so many members would go (a CRM export
+        gone wrong?). If it is intended, trigger the night again with `allow_mass_removal`.
+        """
         from mailsync.operators import contacts
 
         return contacts.guard_removals(Run.of_current_task(), diffs)
@@ -210,7 +262,11 @@ def crm_to_esp_contacts():
     @task(
         retries=5,
         pre_execute=hold_run_lock,
-        doc_md="Batch-upsert the difference, archive removed contacts; state advances per acked batch.",
+        doc_md="Batch-upsert the difference, archive removed contacts; state advances per acked batch."
+        "\n\n**Inputs:** one partition's diff, the `esp_default` connection.\n\n**When it fails:** an "
+        "ESP outage past the retries: clear it once the ESP answers. It resumes where the "
+        "acknowledgements stopped; nothing is sent twice. Members the ESP refused are in the "
+        "rejected file and sent again next night.",
     )  # mapped tasks take no doc from the docstring
     def load(diffed: dict) -> dict:
         from mailsync.operators import contacts
@@ -220,14 +276,27 @@ def crm_to_esp_contacts():
 
     @task(pre_execute=hold_run_lock)
     def commit(loads: list[dict]) -> dict:
-        """After every partition loaded: tonight's snapshots become current, the high-water mark advances."""
+        """After every partition loaded: tonight's snapshots become current, the high-water mark advances.
+
+        **Inputs:** the loads' results, the staged snapshots.
+
+        **When it fails:** the snapshot and the mark stay as they were, so the next night repeats
+        tonight's work (safe: the state knows what was sent). Clear it to finish tonight.
+        """
         from mailsync.operators import contacts
 
         return contacts.commit(Run.of_current_task())
 
     @task(outlets=[ESP_CONTACTS], pre_execute=hold_run_lock, multiple_outputs=False)
     def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict], committed: dict) -> dict:
-        """Counts per stage, API calls and duration (the return value is this run's summary)."""
+        """Counts per stage, API calls and duration: this run's summary.
+
+        The one XCom of this task, the run's note (Markdown, on the run's page, through the
+        `airflow_api` connection) and `report.json` beside the run's files. Warnings (a refused or
+        missing loyalty file, members the ESP refused) notify (include/notifications.yaml).
+
+        **When it fails:** the sync itself is done; clear it to get the summary.
+        """
         from mailsync.operators.report import contacts_report
 
         return contacts_report(Run.of_current_task(), extracted, loyalty, validated, loads)

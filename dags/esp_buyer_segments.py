@@ -58,7 +58,13 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
 def esp_buyer_segments():
     @task(pre_execute=hold_run_lock)
     def refresh_segment() -> dict:
-        """Add the tag to members who now qualify, remove it from those who no longer do."""
+        """Add the tag to members who now qualify, remove it from those who no longer do.
+
+        **Inputs:** the orders snapshot and the contacts sync state (both Assets updated), the
+        `threshold_eur` param, the `esp_default` connection.
+
+        **When it fails:** an ESP outage: clear it once the ESP answers (tagging is idempotent).
+        """
         from mailsync.operators import segments
 
         return segments.refresh(Run.of_current_task())

@@ -49,7 +49,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from mailsync.mapping.spec import load_mapping
 from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run
+from mailsync.operators.run import Run, logical_date_help
 from mailsync.settings import staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
@@ -79,6 +79,8 @@ CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contac
             minimum=1,
             maximum=365,
             description="Read activity of campaigns sent this many days back.",
+            description_md=logical_date_help("00:00")
+            + "\n\n**campaign_lookback_days:** read activity of campaigns sent this many days back.",
         ),
         "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the CRM."),
     },
@@ -86,35 +88,67 @@ CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contac
 def esp_to_crm_engagement():
     @task(pre_execute=hold_run_lock)
     def extract() -> dict:
-        """Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from the ESP."""
+        """Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from the ESP.
+
+        **Inputs:** the `esp_default` connection (Mailchimp), the data interval,
+        `campaign_lookback_days` (campaigns sent that far back are read).
+
+        **When it fails:** nothing is written yet. 401/403: fix the connection's API key; "rerun
+        the task later": the ESP was down past the retry budget, clear the task once it answers.
+        """
         from mailsync.operators import engagement
 
         return engagement.extract(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def validate(extracted: dict) -> dict:
-        """Great Expectations quality gate on the activity rows; bad rows quarantined with reasons."""
+        """Great Expectations quality gate on the activity rows; bad rows quarantined with reasons.
+
+        **Inputs:** the staged activity; the checks of `include/mappings/esp_to_crm_engagement.yaml`.
+
+        **When it fails:** past the bad-row threshold: open the quality report named in the error,
+        fix at the source or raise the threshold in the mapping, clear the task.
+        """
         from mailsync.operators import engagement
 
         return engagement.validate(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def transform(validated: dict) -> dict:
-        """Replace this interval in the daily store; derive touched contacts' values from all days."""
+        """Replace this interval in the daily store; derive touched contacts' values from all days.
+
+        **Inputs:** the valid activity rows, the daily store of every earlier day (so days may run in
+        any order, or twice, with the same result).
+
+        **When it fails:** a mapping error names file, line and key; fix it, clear the task.
+        """
         from mailsync.operators import engagement
 
         return engagement.transform(Run.of_current_task())
 
     @task(retries=5, pre_execute=hold_run_lock)
     def load(transformed: dict) -> dict:
-        """Batch-update the contacts whose values changed (100 per call); unknown contacts reported."""
+        """Batch-update the contacts whose values changed (100 per call); unknown contacts reported.
+
+        **Inputs:** the derived values, the `crm_default` connection (HubSpot). Every CRM record
+        sharing the email is written; a bounce or unsubscribe is never undone.
+
+        **When it fails:** a CRM outage past the retries: clear it once HubSpot answers; values are
+        absolute, so writing them again is harmless. Refused write-backs are retried next run.
+        """
         from mailsync.operators import engagement
 
         return engagement.load(Run.of_current_task())
 
     @task(outlets=[CRM_ENGAGEMENT], pre_execute=hold_run_lock, multiple_outputs=False)
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
-        """The day's counts: events, contacts written, unknown contacts, API calls, duration."""
+        """The day's counts: events, contacts written, unknown contacts, API calls, duration.
+
+        The one XCom of this task, the run's note (on the run's page) and `report.json`. Refused
+        write-backs notify (include/notifications.yaml).
+
+        **When it fails:** the write-back is done; clear it to get the summary.
+        """
         from mailsync.operators.report import engagement_report
 
         return engagement_report(Run.of_current_task(), extracted, validated, transformed, loaded)

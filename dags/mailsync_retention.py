@@ -65,21 +65,38 @@ def mailsync_retention():
 
     @task(pre_execute=hold_run_lock, multiple_outputs=False)
     def delete_old_runs() -> dict:
-        """Delete run folders older than `run_days` (by their interval end)."""
+        """Delete run folders older than `run_days` (by their interval end).
+
+        **Inputs:** `include/retention.yaml`, the staging area of every DAG.
+
+        **When it fails:** a file system error names the folder: fix permissions, clear the task.
+        """
         from mailsync.operators import retention
 
         return retention.delete_old_runs(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock, multiple_outputs=False)
     def delete_people_files(deleted: dict) -> dict:
-        """Delete quarantine, rejected and unparsed-line files older than `quarantine_days`."""
+        """Delete quarantine, rejected and unparsed-line files older than `quarantine_days`.
+
+        **Inputs:** `include/retention.yaml`, the kept run folders.
+
+        **When it fails:** a file system error names the file: fix permissions, clear the task.
+        """
         from mailsync.operators import retention
 
         return retention.delete_people_files(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock, multiple_outputs=False)
     def apply_erasures(deleted: dict) -> dict:
-        """Remove everyone in the erasure ledger from snapshots, kept run files and sync state."""
+        """Remove everyone in the erasure ledger from snapshots, kept run files and sync state.
+
+        **Inputs:** the erasure ledger (`mailsync_erasure` in the state database), every DAG's
+        files; it works on a DAG only while holding that DAG's run lock.
+
+        **When it fails:** `ErasureOverdue`: an erasure waited past `erasure_days`, usually because
+        a DAG was busy or stuck every day; free it (its run lock) and clear this task.
+        """
         from mailsync.operators import retention
 
         return retention.apply_erasures(Run.of_current_task())

@@ -42,7 +42,7 @@ from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 from mailsync.mapping.spec import load_mapping
 from mailsync.notifications import deadline_alert
 from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run
+from mailsync.operators.run import Run, logical_date_help
 from mailsync.settings import staging_url, task_defaults
 
 staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
@@ -67,7 +67,13 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
     },
     params={
         "report_days": Param(
-            30, type="integer", minimum=1, maximum=366, description="Days covered by the revenue report."
+            30,
+            type="integer",
+            minimum=1,
+            maximum=366,
+            description="Days covered by the revenue report.",
+            description_md=logical_date_help("00:00")
+            + "\n\n**report_days:** days covered by the revenue report.",
         ),
         "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the ESP."),
     },
@@ -75,35 +81,67 @@ SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/o
 def shop_conversions_to_esp():
     @task(pre_execute=hold_run_lock)
     def extract() -> dict:
-        """Stage the orders (and line items) created or updated in the interval."""
+        """Stage the orders (and line items) created or updated in the interval.
+
+        **Inputs:** the `shop_default` connection (Shopify), the data interval (refunds and
+        cancellations of older orders included).
+
+        **When it fails:** nothing is written yet. 401/403: fix the connection's token; "rerun the
+        task later": the shop was down past the retry budget, clear the task once it answers.
+        """
         from mailsync.operators import shop
 
         return shop.extract(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def validate(extracted: dict) -> dict:
-        """Great Expectations quality gate on orders and line items; bad rows quarantined."""
+        """Great Expectations quality gate on orders and line items; bad rows quarantined.
+
+        **Inputs:** the staged orders and lines; the checks of
+        `include/mappings/shop_conversions_to_esp.yaml`.
+
+        **When it fails:** past the bad-row threshold: open the quality report named in the error,
+        fix at the source or raise the threshold in the mapping, clear the task.
+        """
         from mailsync.operators import shop
 
         return shop.validate(Run.of_current_task())
 
     @task(pre_execute=hold_run_lock)
     def transform(validated: dict) -> dict:
-        """Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the revenue report."""
+        """Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the revenue report.
+
+        **Inputs:** the valid orders, the orders snapshot, engagement clicks (last-click attribution),
+        `include/rates/eur_daily.csv`.
+
+        **When it fails:** a currency without a rate names the currency and day: add the rate to
+        the rates file, clear the task. A mapping error names file, line and key.
+        """
         from mailsync.operators import shop
 
         return shop.transform(Run.of_current_task())
 
     @task(retries=5, pre_execute=hold_run_lock)
     def load(transformed: dict) -> dict:
-        """Products, orders (replacing earlier versions) and buyer totals, for audience members only."""
+        """Products, orders (replacing earlier versions) and buyer totals, for audience members only.
+
+        **Inputs:** the transform's ESP orders and buyer totals, the `esp_default` connection.
+
+        **When it fails:** an ESP outage past the retries: clear it once the ESP answers; the state
+        knows what was acknowledged, nothing is sent twice.
+        """
         from mailsync.operators import shop
 
         return shop.load(Run.of_current_task())
 
     @task(outlets=[SHOP_ORDERS], pre_execute=hold_run_lock, multiple_outputs=False)
     def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
-        """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report."""
+        """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report.
+
+        The one XCom of this task, the run's note (on the run's page) and `report.json`.
+
+        **When it fails:** the load is done; clear it to get the summary.
+        """
         from mailsync.operators.report import shop_report
 
         return shop_report(Run.of_current_task(), extracted, validated, transformed, loaded)

@@ -48,6 +48,21 @@ def test_every_dag_explains_itself(dagbag):
             assert task.retries >= 2, f"{label}: retries < 2"
             assert task.retry_delay > timedelta(0), f"{label}: retry_delay not set"
             assert task.doc_md, f"{label}: doc_md missing"
+            assert "**When it fails:**" in task.doc_md, f"{label}: doc_md does not say what to do on failure"
+
+
+def test_on_call_is_told_of_every_task_failure_and_every_summary_is_one_xcom(dagbag):
+    """A task without the notifier would fail silently; a `-> dict` report without
+    multiple_outputs=False would split the summary into one XCom per key."""
+    from mailsync.notifications import FailureNotifier
+
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback or []
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, FailureNotifier) for c in callbacks), f"{dag_id}.{task.task_id}"
+            if task.task_id == "report":
+                assert task.multiple_outputs is False, f"{dag_id}.report: one summary XCom"
 
 
 def test_every_task_between_the_run_lock_and_its_release_holds_the_lease(dagbag):

@@ -51,7 +51,9 @@ class RunLockSensor(BaseSensorOperator):
             "Waits until no other run of this DAG is between its `acquire_run_lock` and "
             "`release_run_lock` (backfill days, a manual run beside the scheduled one), then takes "
             "the lease. Its log names the run it waits for. A lease left by a run that died "
-            "without releasing expires by itself; clearing that run's `release_run_lock` frees it.",
+            "without releasing expires by itself; clearing that run's `release_run_lock` frees it."
+            "\n\n**When it fails:** it waited 6 h: the run its log names is stuck; let it finish, or "
+            "clear that run's `release_run_lock`, then clear this task.",
         )
         super().__init__(**kwargs)
         self.lock_name = lock_name
@@ -78,7 +80,13 @@ class ReleaseRunLockOperator(BaseOperator):
     ui_color = "#f3e8d6"
 
     def __init__(self, *, lock_name: str = LOCK_NAME, **kwargs: Any) -> None:
-        kwargs.setdefault("doc_md", "Releases this run's lease so the next run of the DAG can go on.")
+        kwargs.setdefault(
+            "doc_md",
+            "Releases this run's lease so the next run of the DAG can go on (a teardown: it runs "
+            "whether the work failed or not).\n\n**When it fails:** the state database was "
+            "unreachable; the lease expires by itself (`MAILSYNC_RUN_LOCK_TTL_S`); clear this task "
+            "to free it now.",
+        )
         super().__init__(**kwargs)
         self.lock_name = lock_name
 

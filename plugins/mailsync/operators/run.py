@@ -53,3 +53,15 @@ def partitions(count: int, buckets: int) -> list[list[int]]:
     """Split bucket numbers into `count` partitions (round robin); never more than `buckets`."""
     count = max(1, min(int(count), buckets))
     return [list(range(p, buckets, count)) for p in range(count)]
+
+
+def logical_date_help(tick: str) -> str:
+    """Trigger-form text for a daily DAG whose intervals end at `tick` (UTC): the form defaults
+    the logical date to now, and what interval that means is nowhere else on the form."""
+    return (
+        f"**Which day a run covers:** the 24 h that end at the last {tick} UTC at or before the "
+        f"logical date you pick: 2026-11-20 {tick} covers 2026-11-19 {tick} → 2026-11-20 {tick}. "
+        "The default (now) covers the last full day. **Demo / sandbox:** its generated data spans "
+        f"2026-11-14 → 2026-11-20: pick 2026-11-20 {tick} for its last day; a later date finds "
+        "nothing to sync."
+    )
