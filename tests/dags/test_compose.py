@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from devtools.local_airflow import COMPONENTS
-from sandbox.config import DEFAULT_PORTS
+from sandbox.config import SERVED_PORTS
 
 PROJECT = Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = (
@@ -109,11 +109,12 @@ def test_image_and_connections_match_the_project():
     pinned = re.search(r"^apache-airflow==(\S+)$", (PROJECT / "requirements.txt").read_text(), re.M).group(1)
     assert f"apache/airflow:{pinned}-python3.11" in (PROJECT / "Dockerfile").read_text()
     example = (PROJECT / ".env.example").read_text()
-    for conn_id in ("ESP_DEFAULT", "CRM_DEFAULT", "SHOP_DEFAULT", "LOYALTY_SFTP"):
+    vendors = ("ESP_DEFAULT", "CRM_DEFAULT", "SHOP_DEFAULT", "LOYALTY_SFTP")
+    for conn_id in (*vendors, "MAILSYNC_SMTP", "AIRFLOW_API"):
         assert f"AIRFLOW_CONN_{conn_id}=" in example
     # the compose file's `environment` wins over .env: a state connection there would be ignored
     assert not re.search(r"^AIRFLOW_CONN_MAILSYNC_STATE=", example, re.M)
-    for system, port in DEFAULT_PORTS.items():
+    for system, port in SERVED_PORTS.items():
         assert re.search(rf"AIRFLOW_CONN_\w+=.*sandbox[^\n]*{port}", example), system
 
 
