@@ -130,17 +130,22 @@ class LocalAirflow:
         self.processes.clear()
 
     # -- REST API ----------------------------------------------------------------------------
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+    @property
+    def token(self) -> str:
+        """A JWT of the admin user, as `POST /auth/token` gives any API client."""
         if self._token is None:
             response = requests.post(
                 f"{self.url}/auth/token", json={"username": self.user, "password": self.password}, timeout=10
             )
             response.raise_for_status()
             self._token = response.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
         response = requests.request(
             method,
             f"{self.url}/api/v2/{path}",
-            headers={"Authorization": f"Bearer {self._token}"},
+            headers={"Authorization": f"Bearer {self.token}"},
             timeout=30,
             **kwargs,
         )

@@ -53,3 +53,31 @@ def test_a_run_past_its_deadline_alerts_once(nightly):
     html = late[0]["html"]
     assert "was due to finish by" in html and "What to do" in html
     assert f"/dags/{DAG}/runs/{_quote(run_id)}" in html or run_id in html
+
+
+def test_the_validate_task_links_to_its_reports_for_logged_in_users_only(nightly):
+    import requests
+
+    airflow, run_id = nightly["airflow"], nightly["run_id"]
+    links = airflow.api("GET", f"dags/{DAG}/dagRuns/{_quote(run_id)}/taskInstances/validate/links")
+    links = links["extra_links"]
+    assert links["Rejected records"] is None and links["Revenue report"] is None  # not this task's
+    quality = links["Quality report"]
+    assert quality == f"{airflow.url}/mailsync/runs/{DAG}/{_quote(run_id)}/quality-report"
+    auth = {"Authorization": f"Bearer {airflow.token}"}
+
+    index = requests.get(quality, headers=auth, timeout=30)  # two sources: contacts and loyalty
+    assert index.status_code == 200 and index.headers["cache-control"] == "no-store", index.text[:300]
+    assert "quality/contacts/report.html" in index.text and "quality/loyalty/report.html" in index.text
+    base = quality.rsplit("/", 1)[0]
+    page = requests.get(f"{base}/file/quality/contacts/report.html", headers=auth, timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<html" in page.text.lower() and "quarantine" in page.text.lower()
+    listed = requests.get(links["Quarantine"], headers=auth, timeout=30).text
+    assert "quality/contacts/quarantine.csv" in listed
+    quarantine = requests.get(f"{base}/file/quality/contacts/quarantine.csv", headers=auth, timeout=30)
+    assert quarantine.status_code == 200 and "attachment" in quarantine.headers["content-disposition"]
+
+    assert requests.get(quality, timeout=30).status_code == 401  # not logged in: nothing
+    for path in ("file/report.json", "file/extract/loyalty/loyalty_tiers.csv", "file/..%2F..%2Fstate.db"):
+        assert requests.get(f"{base}/{path}", headers=auth, timeout=30).status_code == 404, path
