@@ -69,6 +69,7 @@ class Alert:
     action: str
     link: str
     task: str | None = None
+    files: tuple[tuple[str, str], ...] = ()  # (name, url) of the run's reports the task links to
 
     @property
     def subject(self) -> str:
@@ -78,7 +79,7 @@ class Alert:
     def fields(self) -> list[tuple[str, str]]:
         rows = [("DAG", self.dag_id), ("Run", self.run_id), ("Task", self.task or ""),
                 ("Data interval", self.interval), ("Reason", self.reason),
-                ("What to do", self.action), ("Run page", self.link)]  # fmt: skip
+                ("What to do", self.action), ("Run page", self.link), *self.files]  # fmt: skip
         return [(k, v) for k, v in rows if v]
 
     def text(self) -> str:
@@ -162,6 +163,7 @@ class FailureNotifier(BaseNotifier):
             reason=_one_sentence(exc) if exc else "the task failed (no exception: killed or timed out)",
             action=_action(exc),
             link=_run_link(ti.dag_id, ti.run_id),
+            files=_report_links(ti),
         )
         notify_once(alert, getattr(dag_run, "clear_number", 0), context)
         set_run_note(
@@ -253,11 +255,18 @@ def _interval(start: Any, end: Any) -> str:
     return f"{show(start)} → {show(end)}"
 
 
-def _run_link(dag_id: str, run_id: str) -> str:
-    from airflow.configuration import conf
+def _report_links(ti: Any) -> tuple[tuple[str, str], ...]:
+    """The task's report links (Quality report, ...), as its page shows them."""
+    from mailsync.run_files import LINKS
 
-    base = conf.get("api", "base_url", fallback="http://localhost:8080").rstrip("/")
-    return f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    urls = ((link.name, link.get_link(None, ti_key=ti)) for link in LINKS)
+    return tuple((name, url) for name, url in urls if url)
+
+
+def _run_link(dag_id: str, run_id: str) -> str:
+    from mailsync.run_files import ui_url
+
+    return f"{ui_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 
 
 def deadline_alert(dag_id: str):

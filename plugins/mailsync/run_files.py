@@ -118,14 +118,18 @@ class RunFileLink(BaseOperatorLink):
         return KINDS[self.kind][0]
 
     def get_link(self, operator, *, ti_key) -> str:
-        from airflow.configuration import conf
-
         from mailsync.staging import root
 
         if ti_key.task_id not in KINDS[self.kind][2] or not (root() / ti_key.dag_id).exists():
             return ""  # another task, or a DAG that is not ours
-        base = conf.get("api", "base_url", fallback="").rstrip("/")
-        return f"{base}/mailsync/runs/{quote(ti_key.dag_id)}/{quote(ti_key.run_id, safe='')}/{self.kind}"
+        return f"{ui_url()}/mailsync/runs/{quote(ti_key.dag_id)}/{quote(ti_key.run_id, safe='')}/{self.kind}"
+
+
+def ui_url() -> str:
+    """Where people open Airflow (`[api] base_url`), for links that leave the UI (messages)."""
+    from airflow.configuration import conf
+
+    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
 
 
 class QualityReportLink(RunFileLink):

@@ -95,3 +95,22 @@ def test_a_refused_loyalty_file_sends_one_warning_and_the_night_goes_on(
     assert "Loyalty file rejected" in messages[0]["html"]
     assert report["loyalty_reason"].split(":")[0] in messages[0]["html"]
     _assert_clean(messages, vendors, connections)
+
+
+def test_a_quality_gate_past_its_threshold_sends_one_message_saying_what_to_do(
+    vendors, connections, airflow_db, tmp_path, monkeypatch
+):
+    dagrun.isolate(tmp_path)
+    monkeypatch.setenv("MAILSYNC_TASK_RETRIES", "1")
+    vendors.reset(seed=42, contacts=1000, days=7, email_invalid=0.3)  # the mapping allows 10 %
+    vendors.clear_mail()
+
+    failed = dagrun.run(DAG, NIGHT, full_refresh=True, loyalty_wait_minutes=0)
+
+    assert str(failed.state) == "failed"
+    (message,) = vendors.mail()
+    assert message["subject"] == f"[mailsync] {DAG} FAILED at validate ({INTERVAL})"
+    assert "QualityGateFailed" in message["html"] and "report.html" in message["html"]
+    assert ACTIONS["QualityGateFailed"][:40] in message["html"]
+    assert re.search(rf'<th[^>]*>Quality report</th><td><a href="[^"]*/mailsync/runs/{DAG}/', message["html"])
+    _assert_clean([message], vendors, connections)
