@@ -3,26 +3,36 @@
 Built on the HTTP provider's `HttpHook` (the connection gives host, credentials, options), with
 what it lacks for bulk work (shared/PITFALLS.md): the session is built once and reused (one
 TCP connection per thread, a pool as large as the concurrency), transient failures are retried
-with exponential backoff and jitter that honours `Retry-After`, within a bounded time budget,
-and 4xx validation errors are never retried. Hooks return plain Python records; they know
+(tenacity) with exponential backoff and jitter that honours `Retry-After`, within a bounded time
+budget, and 4xx validation errors are never retried. Hooks return plain Python records; they know
 nothing of contacts' business rules.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    stop_before_delay,
+)
 
 from mailsync.pii import redact
 
@@ -151,47 +161,54 @@ class VendorHttpHook(HttpHook):
         them in `ok` (e.g. 404 for "already gone"). 429/5xx and broken connections are retried.
         """
         ok = set(ok)
-        budget = float(self.options.get("retry_budget", 300))
-        max_attempts = int(self.options.get("max_attempts", 8))
         timeout = float(self.options.get("timeout", 60))
         session = self.session  # builds the session and the base URL on first use
         url = self.url(endpoint)
-        started = time.monotonic()
-        for attempt in range(1, max_attempts + 1):
-            wait_s: float | None = None
-            try:
-                response = session.request(method, url, params=params, json=json, timeout=(10, timeout))
-            except TRANSIENT_ERRORS as exc:
-                problem = f"{type(exc).__name__}"
-            else:
-                self.stats.add(calls=1, writes=1 if write else 0)
-                if response.status_code in ok:
-                    return response
-                if response.status_code not in RETRYABLE_STATUS:
-                    raise self._error(method, endpoint, response)
-                problem = f"HTTP {response.status_code}"
-                wait_s = _retry_after(response)
-            elapsed = time.monotonic() - started
-            wait_s = wait_s if wait_s is not None else _backoff(attempt)
-            if attempt == max_attempts or elapsed + wait_s > budget:
-                raise VendorUnavailable(
-                    f"{self.vendor} {method} {_path(endpoint)}: still failing after {attempt} attempt(s) "
-                    f"in {elapsed:.0f}s ({problem}); gave up (retry budget {budget:.0f}s, "
-                    f"connection {self.http_conn_id}). The service is down or throttling: "
-                    "rerun the task later."
-                )
+
+        def attempt() -> requests.Response:
+            response = session.request(method, url, params=params, json=json, timeout=(10, timeout))
+            self.stats.add(calls=1, writes=1 if write else 0)
+            if response.status_code not in ok and response.status_code not in RETRYABLE_STATUS:
+                raise self._error(method, endpoint, response)  # 4xx: never retried
+            return response
+
+        return self._retrying(method, endpoint, ok)(attempt)
+
+    def _retrying(self, method: str, endpoint: str, ok: set[int]) -> Retrying:
+        """The retry policy of one call: 429/5xx answers (those not in `ok`) and broken connections,
+        waiting what `Retry-After` says or else backing off, until `max_attempts` or until the next
+        wait would end past `retry_budget` seconds after the first try."""
+        budget = float(self.options.get("retry_budget", 300))
+        max_attempts = int(self.options.get("max_attempts", 8))
+
+        def log_retry(state: RetryCallState) -> None:
             self.stats.add(retries=1)
             self.log.warning(
                 "%s %s %s: %s, retry %d in %.1fs",
                 self.vendor,
                 method,
                 _path(endpoint),
-                problem,
-                attempt,
-                wait_s,
+                _problem(state),
+                state.attempt_number,
+                state.upcoming_sleep,
             )
-            time.sleep(wait_s)
-        raise AssertionError("unreachable")
+
+        def give_up(state: RetryCallState) -> NoReturn:
+            raise VendorUnavailable(
+                f"{self.vendor} {method} {_path(endpoint)}: still failing after {state.attempt_number} "
+                f"attempt(s) in {state.seconds_since_start:.0f}s ({_problem(state)}); gave up (retry budget "
+                f"{budget:.0f}s, connection {self.http_conn_id}). The service is down or throttling: "
+                "rerun the task later."
+            )
+
+        return Retrying(
+            retry=retry_if_exception_type(TRANSIENT_ERRORS)
+            | retry_if_result(lambda response: response.status_code not in ok),
+            wait=_retry_wait,
+            stop=stop_after_attempt(max_attempts) | stop_before_delay(budget),
+            before_sleep=log_retry,
+            retry_error_callback=give_up,
+        )
 
     def _error(self, method: str, endpoint: str, response: requests.Response) -> VendorError:
         status = response.status_code
@@ -264,19 +281,52 @@ def batched(records: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def _retry_wait(state: RetryCallState) -> float:
+    """Seconds to wait before the next try: what the vendor's `Retry-After` says, else backoff."""
+    if not state.outcome.failed:
+        after = _retry_after(state.outcome.result())
+        if after is not None:
+            return after
+    return _backoff(state.attempt_number)
+
+
 def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter: 0.5, 1, 2, 4 ... s (capped at 30 s), randomised."""
+    """Exponential backoff with jitter: 0.5, 1, 2, 4 ... s (capped at 30 s), each times a random
+    factor in [0.5, 1], so parallel callers that failed together do not retry together."""
     return random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** (attempt - 1))
 
 
 def _retry_after(response: requests.Response) -> float | None:
+    """`Retry-After` in seconds (RFC 9110: a number of seconds or an HTTP date), within 0-120 s;
+    None when absent or unreadable."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
-        return min(max(float(value), 0.0), 120.0)
+        seconds = float(value)
     except ValueError:
+        seconds = _seconds_until(value)
+    if seconds is None or math.isnan(seconds):
         return None
+    return min(max(seconds, 0.0), 120.0)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    """Seconds from now to an HTTP date ("Wed, 21 Oct 2026 07:28:00 GMT"); None if it is not one."""
+    try:
+        moment = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000" means UTC (RFC 5322)
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime.now(UTC)).total_seconds()  # the date is a moment on the wall clock
+
+
+def _problem(state: RetryCallState) -> str:
+    """What went wrong on the last try, for the log and the give-up message (no URL, no body)."""
+    if state.outcome.failed:
+        return type(state.outcome.exception()).__name__
+    return f"HTTP {state.outcome.result().status_code}"
 
 
 def _path(endpoint: str) -> str:
