@@ -20,16 +20,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
 from sandbox import store
-from sandbox.config import DB_NAME, READY_NAME, read_ready
+from sandbox.config import DB_NAME, LEGACY_DSN, READY_NAME, GenParams, read_ready
 from sandbox.crm_model import PROPS, SELECT_COLUMNS, contact_json
 from sandbox.esp_model import MEMBER_COLUMNS, MemberRow, member_json, subscriber_hash
 from sandbox.esp_reports import campaign_json
 from sandbox.loyalty import FILE_NAME, day_dir
 from sandbox.process import stop_running
+
+if TYPE_CHECKING:
+    from sandbox.legacy_members import LegacyMembers
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _REQUEST_COLUMNS = [
@@ -226,6 +230,14 @@ class Sandbox:
             },
         }
         return {conn_id: json.dumps(value) for conn_id, value in conns.items()}
+
+    def legacy_members(self, dsn: str = LEGACY_DSN, **rates: float) -> LegacyMembers:
+        """The legacy club-member table in PostgreSQL (``dsn``), drawn from this sandbox's current
+        world (seed, size, rates), so its emails are the CRM's; see sandbox/legacy_members.py.
+        Not served by the sandbox: ``reset()`` it after a ``reset`` of the sandbox."""
+        from sandbox.legacy_members import LegacyMembers
+
+        return LegacyMembers(dsn, GenParams(**read_ready(self.data_dir)["generated"]), rates)
 
     # --- admin -----------------------------------------------------------------------------------
 

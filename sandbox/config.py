@@ -40,6 +40,11 @@ MAIL_FROM = "mailsync@sandbox.local"
 LIST_ID = "5a1db0c5e1"
 STORE_ID = "mailsync-shop"
 
+#: The legacy club-member database (sandbox/legacy_members.py): a real PostgreSQL, not served by
+#: the sandbox process; the demo's database and the Airflow connection that reads it.
+LEGACY_DSN = "postgresql://postgres@127.0.0.1:5432/mailsync_legacy"
+LEGACY_CONN_ID = "legacy_members_db"
+
 DB_NAME = "sandbox.db"
 READY_NAME = "ready.json"
 HOST_KEY_NAME = "ssh_host_ed25519_key"
