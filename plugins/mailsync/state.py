@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_incrementing
 
 from mailsync.settings import STATE_CONN_ID, airflow_home
 
@@ -156,18 +157,17 @@ def migrate(eng: sa.Engine, attempts: int = 5) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    for attempt in range(attempts):
-        try:
-            with eng.begin() as conn:
-                if eng.dialect.name == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7212026)"))
-                config.attributes["connection"] = conn
-                command.upgrade(config, "head")
-            return
-        except (sa.exc.OperationalError, sa.exc.IntegrityError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    for attempt in Retrying(
+        retry=retry_if_exception_type((sa.exc.OperationalError, sa.exc.IntegrityError)),
+        wait=wait_incrementing(start=0.5, increment=0.5),  # 0.5, 1, 1.5 ... s
+        stop=stop_after_attempt(attempts),
+        reraise=True,  # the last error itself, not tenacity's RetryError
+    ):
+        with attempt, eng.begin() as conn:
+            if eng.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7212026)"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
 
 
 class SyncState:
