@@ -86,10 +86,9 @@ class Alert:
         return "\n".join([self.subject, "", *(f"{k}: {v}" for k, v in self.fields())])
 
     def html(self) -> str:
-        from jinja2 import Environment, FileSystemLoader, select_autoescape
+        from mailsync.templates import render
 
-        env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-        return env.get_template("alert.html").render(alert=self)
+        return render("alert.html", alert=self)
 
 
 def send(alert: Alert, context: Any = None) -> list[str]:
