@@ -174,10 +174,94 @@ def prepare(mapping: Mapping, source_name: str, raw: pd.DataFrame, *, row_offset
     return out.reset_index(drop=True)
 
 
+# -- stable hashes of keys -----------------------------------------------------------------------
+# A key's bucket is persisted twice: in the sync state (`bucket`) and in the contacts snapshot,
+# kept as one file per bucket across nights. pandas promises no stable `hash_array`, so the hash
+# is our own code, and it is the function pandas computed for strings (SipHash-2-4 under pandas'
+# fixed key, then its 64-bit finaliser): no key moves. A new function would move 31 keys in 32
+# while the snapshot stays filed by the old buckets, and with more than one partition the first
+# night would find a member "new" in one partition and "removed" in another (the removal guard
+# stops such a run; under 100 members nothing does). Golden values in
+# tests/unit/test_stable_hashes.py pin it.
+_SIP_KEY = np.frombuffer(b"0123456789123456", dtype="<u8")  # pandas' default hash_key
+_SIP_INIT = (0x736F6D6570736575, 0x646F72616E646F6D, 0x6C7967656E657261, 0x7465646279746573)
+
+
+def _rotl(x: np.ndarray, bits: int) -> np.ndarray:
+    return (x << np.uint64(bits)) | (x >> np.uint64(64 - bits))
+
+
+def _sip_rounds(v: list[np.ndarray], n: int) -> None:
+    v0, v1, v2, v3 = v
+    for _ in range(n):  # uint64 arrays wrap on overflow, as SipHash's additions must
+        v0 += v1
+        v1 = _rotl(v1, 13) ^ v0
+        v0 = _rotl(v0, 32)
+        v2 += v3
+        v3 = _rotl(v3, 16) ^ v2
+        v0 += v3
+        v3 = _rotl(v3, 21) ^ v0
+        v2 += v1
+        v1 = _rotl(v1, 17) ^ v2
+        v2 = _rotl(v2, 32)
+    v[:] = [v0, v1, v2, v3]
+
+
+def _siphash24(windows: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """SipHash-2-4 of byte strings with the same number of blocks (length // 8 + 1), all at once;
+    `windows[i]` are the 8 bytes from offset i of the (zero-padded) data."""
+    blocks = int(lengths[0]) // 8 + 1
+    v = [
+        np.full(len(starts), np.uint64(init) ^ _SIP_KEY[i % 2], dtype=np.uint64)
+        for i, init in enumerate(_SIP_INIT)
+    ]
+    tail = np.left_shift(np.uint64(1), (lengths % 8 * 8).astype(np.uint64)) - np.uint64(1)
+    for block in range(blocks):
+        word = windows[starts + 8 * block].view("<u8")[:, 0]
+        if block == blocks - 1:  # the bytes left, and the length (mod 256) in the top byte
+            word = (word & tail) | ((lengths.astype(np.uint64) & np.uint64(0xFF)) << np.uint64(56))
+        v[3] ^= word
+        _sip_rounds(v, 2)
+        v[0] ^= word
+    v[2] ^= np.uint64(0xFF)
+    _sip_rounds(v, 4)
+    return v[0] ^ v[1] ^ v[2] ^ v[3]
+
+
+def key_hash(keys: pd.Series) -> np.ndarray:
+    """A 64-bit hash (uint64) of each key's UTF-8 text, a null key hashing as "": the same in
+    every process, run and library version (see above)."""
+    offsets, data = _bytes(
+        pa.array(keys.astype(t.STRING).fillna(""), type=pa.large_string(), from_pandas=True)
+    )
+    lengths = np.diff(offsets)
+    data = np.frombuffer(data, dtype=np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([data, np.zeros(8, np.uint8)]), 8)
+    hashed = np.empty(len(lengths), dtype=np.uint64)
+    blocks = lengths // 8
+    for count in np.unique(blocks):
+        rows = np.flatnonzero(blocks == count)
+        hashed[rows] = _siphash24(windows, offsets[rows], lengths[rows])
+    hashed ^= hashed >> np.uint64(30)  # pandas' finaliser, which spreads the bits over 64
+    hashed *= np.uint64(0xBF58476D1CE4E5B9)
+    hashed ^= hashed >> np.uint64(27)
+    hashed *= np.uint64(0x94D049BB133111EB)
+    hashed ^= hashed >> np.uint64(31)
+    return hashed
+
+
+def _bytes(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, memoryview]:
+    """(offsets, UTF-8 bytes) of a large_string array: value i is bytes[offsets[i]:offsets[i + 1]]."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + len(text) + 1]
+    return offsets, memoryview(text.buffers()[2] or b"")
+
+
 def bucket_of(keys: pd.Series, buckets: int) -> pd.Series:
-    """Stable bucket per key (same in every process and run), for partitioning by key."""
-    hashed = pd.util.hash_array(keys.fillna("").astype(object).to_numpy())
-    return pd.Series((hashed % np.uint64(buckets)).astype("int64"), index=keys.index)
+    """Stable bucket per key (same in every process, run and library version), for partitioning
+    by key."""
+    return pd.Series((key_hash(keys) % np.uint64(buckets)).astype("int64"), index=keys.index)
 
 
 def deduplicate(

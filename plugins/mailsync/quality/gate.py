@@ -192,7 +192,7 @@ class QualityGate:
         # what the dataset checks need, kept small so memory stays flat: a 64-bit hash of the key
         # (duplicates are counted on it; a collision among a few million keys is ~1e-7 likely)
         # and null flags, not the values
-        key_hash = pd.util.hash_array(prepared[engine.KEY].fillna("").astype(object).to_numpy())
+        key_hash = engine.key_hash(prepared[engine.KEY])
         slim = pd.DataFrame({engine.KEY: key_hash.view("int64"), "__good": ~bad.to_numpy()})
         for column in self.source.checks.max_null_share:
             slim[column] = prepared[column].notna().astype("boolean").mask(prepared[column].isna())
