@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -170,6 +171,9 @@ def migrate(eng: sa.Engine, attempts: int = 5) -> None:
             command.upgrade(config, "head")
 
 
+_loaded_by: dict[int, tuple[weakref.ref, SyncState]] = {}  # id(frame) -> (frame, its SyncState)
+
+
 class SyncState:
     """The acknowledged records of one integration."""
 
@@ -188,9 +192,42 @@ class SyncState:
             q = q.where(sync_state.c.bucket.in_(list(buckets)))
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return pd.DataFrame(rows, columns=["key", "fingerprint", "status", "bucket"]).astype(
+        frame = pd.DataFrame(rows, columns=["key", "fingerprint", "status", "bucket"]).astype(
             {"key": "string", "fingerprint": "string", "status": "string", "bucket": "int64"}
         )
+        key = id(frame)
+        _loaded_by[key] = (weakref.ref(frame, lambda _, k=key: _loaded_by.pop(k, None)), self)
+        return frame
+
+    @staticmethod
+    def that_loaded(frame: pd.DataFrame) -> SyncState | None:
+        """The SyncState whose `load` returned this very frame (not a copy of it), if any: the
+        diff rewrites stored prints through it (`reprint`)."""
+        ref, state = _loaded_by.get(id(frame), (None, None))
+        return state if ref is not None and ref() is frame else None
+
+    def reprint(self, prints: list[tuple[str, str, str]]) -> int:
+        """Replace stored prints by equal ones of the current algorithm, as (key, stored print,
+        new print); nothing else changes (`acked_at`, `run_id`: the destination holds what it
+        held). A row whose print is no longer the stored one (acknowledged meanwhile) is left
+        alone. One transaction per batch, so parallel partitions on SQLite take turns; a batch
+        that did not commit is simply done again by the next diff. Returns the rows rewritten."""
+        c = sync_state.c
+        statement = (
+            sa.update(sync_state)
+            .where(
+                c.integration == self.integration,
+                c.key == sa.bindparam("b_key"),
+                c.fingerprint == sa.bindparam("b_old"),
+            )
+            .values(fingerprint=sa.bindparam("b_new"))
+        )
+        done = 0
+        for start in range(0, len(prints), 5_000):
+            batch = [{"b_key": k, "b_old": o, "b_new": n} for k, o, n in prints[start : start + 5_000]]
+            with self.engine.begin() as conn:
+                done += conn.execute(statement, batch).rowcount
+        return done
 
     def acknowledge(self, records: list[dict[str, Any]], run_id: str) -> None:
         """Upsert (key, bucket, fingerprint, status) of records the destination accepted."""

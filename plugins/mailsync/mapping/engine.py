@@ -8,13 +8,19 @@ Three steps, each vectorised with pandas:
   key at once, so callers run it per key bucket (`bucket_of`), never per arbitrary chunk.
 - `transform`: join the secondary sources and build each destination field (rename, lookup,
   date format, template, arithmetic, defaults, length limits), plus a fingerprint of the
-  record so a diff can tell changed records from unchanged ones.
+  record so a diff can tell changed records from unchanged ones (and, while a sync state still
+  holds prints made before issue 20, the record's print by that older algorithm).
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import math
 import re
+import struct
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from typing import Any
 
@@ -390,11 +396,148 @@ def transform(
     out[KEY] = frame[KEY].astype(t.STRING).set_axis(out.index)
     out[ROW] = frame[ROW].set_axis(out.index)
     out[FINGERPRINT] = fingerprint(out, list(mapping.fields))
+    out[LEGACY_FINGERPRINT] = legacy_pandas_fingerprint(out, list(mapping.fields))
     return out
 
 
+# -- record prints --------------------------------------------------------------------------------
+# The sync state keeps each record's print: what the destination acknowledged. A print is "v2:"
+# and 16 hex digits of blake2b (8 bytes) over the record's canonical text: the field names in
+# sorted order joined by U+001E, then the token of each field's value in that order, all joined
+# by U+001F. A token says the type of the value and the value, whatever pandas dtype holds it:
+#   missing (None, NA, NaN, NaT)         ~
+#   text                                 s<UTF-8 length>:<text>   ("" is "s0:", not missing)
+#   whole number (int or integral float) i<decimal>               (1 is 1.0, 0 is -0.0)
+#   other float (and +-inf)              f<IEEE-754 bits as an unsigned decimal>
+#   boolean                              b1 / b0                  (not the number 1 / 0)
+#   datetime (naive / time zone aware)   t / T<seconds>.<nanoseconds>, aware ones in UTC
+#   date                                 d<ISO date>
+#   decimal.Decimal                      as the float it equals exactly, else n<normalised>
+# Texts carry their length, so no value can pass for another; the names make a renamed field a
+# change, while reordering the mapping's fields is none.
+PRINT_PREFIX = "v2:"
+LEGACY_FINGERPRINT = "__fingerprint_pandas"  # the print by the pandas algorithm, for sync.diff
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
 def fingerprint(records: pd.DataFrame, fields: list[str]) -> pd.Series:
-    """A stable 64-bit hash (hex) of each record's field values: equal records, equal prints."""
+    """A stable print (see above) of each record's field values: equal records, equal prints,
+    whatever the dtypes, in every process and library version."""
+    if not len(records):
+        return pd.Series([], dtype=t.STRING, index=records.index)
+    names = sorted(fields)
+    missing = pa.scalar("~", pa.large_string())
+    tokens = [pc.fill_null(_value_tokens(records[name]).cast(pa.large_string()), missing) for name in names]
+    header = pa.scalar("\x1e".join(names), pa.large_string())
+    text = pc.binary_join_element_wise(header, *tokens, pa.scalar("\x1f", pa.large_string()))
+    if isinstance(text, pa.Scalar):  # no fields: every record is the same
+        text = pa.array([text.as_py()] * len(records), pa.large_string())
+    offsets, data = _bytes(text)
+    blake2b = hashlib.blake2b
+    prints = [
+        PRINT_PREFIX + blake2b(data[a:b], digest_size=8).hexdigest()
+        for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+    ]
+    return pd.Series(prints, dtype=t.STRING, index=records.index)
+
+
+def _join(*parts: str | pa.Array) -> pa.Array:
+    """Concatenate texts element-wise (a null part makes a null)."""
+    return pc.binary_join_element_wise(
+        *(
+            pa.scalar(p, pa.large_string()) if isinstance(p, str) else p.cast(pa.large_string())
+            for p in parts
+        ),
+        pa.scalar("", pa.large_string()),
+    )
+
+
+def _value_tokens(s: pd.Series) -> pa.Array:
+    """The token of each value of a column (null where missing), vectorised for every dtype the
+    engine makes; other values (an object column of dates, numbers and texts mixed) one by one."""
+    dtype = s.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        flags = pa.array(s, type=pa.bool_(), from_pandas=True)
+        return pc.if_else(flags, pa.scalar("b1", pa.large_string()), pa.scalar("b0", pa.large_string()))
+    if pd.api.types.is_integer_dtype(dtype):
+        return _join("i", pa.array(s, from_pandas=True))
+    if pd.api.types.is_float_dtype(dtype):
+        return _float_tokens(s.to_numpy(dtype="float64", na_value=np.nan))
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        aware = getattr(dtype, "tz", None) is not None
+        values = (s.dt.tz_convert("UTC").dt.tz_localize(None) if aware else s).to_numpy()
+        return _instant_tokens(values, "T" if aware else "t")
+    if isinstance(dtype, pd.StringDtype) or pd.api.types.is_object_dtype(dtype):
+        try:
+            text = pa.array(s, type=pa.large_string(), from_pandas=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # not only texts
+            pass
+        else:
+            return _join("s", pc.binary_length(text), ":", text)
+    return pa.array([_python_token(v) for v in s.astype(object)], type=pa.large_string())
+
+
+def _float_tokens(values: np.ndarray) -> pa.Array:
+    whole = np.isfinite(values) & (np.trunc(values) == values)
+    small = whole & (np.abs(values) < 2.0**63)
+    as_int = _join("i", pa.array(np.where(small, values, 0).astype(np.int64)))
+    as_bits = _join("f", pa.array(values.view(np.uint64)))
+    tokens = pc.if_else(pa.array(small), as_int, as_bits)
+    if (whole & ~small).any():  # whole numbers beyond int64 (rare): exact decimals, one by one
+        tokens = pa.array([_python_token(float(v)) or "" for v in values], type=pa.large_string())
+    return pc.if_else(pa.array(np.isnan(values)), pa.scalar(None, pa.large_string()), tokens)
+
+
+def _instant_tokens(values: np.ndarray, tag: str) -> pa.Array:
+    """datetime64 values of any unit as whole seconds and nanoseconds, so units do not matter."""
+    unit, _ = np.datetime_data(values.dtype)
+    per_second = _PER_SECOND[unit]
+    ticks = values.view(np.int64)
+    seconds, rest = np.divmod(ticks, per_second)
+    tokens = _join(tag, pa.array(seconds), ".", pa.array(rest * (1_000_000_000 // per_second)))
+    return pc.if_else(pa.array(np.isnat(values)), pa.scalar(None, pa.large_string()), tokens)
+
+
+def _python_token(value: Any) -> str | None:
+    """The token of one value (the same as the vectorised paths give for that type)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "b1" if value else "b0"
+    if isinstance(value, int | np.integer):
+        return f"i{int(value)}"
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        if math.isnan(value):
+            return None
+        if math.isfinite(value) and value == math.trunc(value):
+            return f"i{int(value)}"
+        return f"f{struct.unpack('<Q', struct.pack('<d', value))[0]}"
+    if isinstance(value, Decimal):
+        if value.is_nan():
+            return None
+        if value.is_finite() and value == value.to_integral_value():
+            return f"i{int(value)}"
+        exact = float(value)
+        return _python_token(exact) if Decimal(exact) == value else f"n{value.normalize()}"
+    if isinstance(value, str):
+        return f"s{len(value.encode())}:{value}"
+    if isinstance(value, datetime.datetime):
+        stamp = pd.Timestamp(value)
+        aware = stamp.tzinfo is not None
+        if aware:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        return _instant_tokens(np.array([stamp.to_datetime64()]), "T" if aware else "t")[0].as_py()
+    if isinstance(value, datetime.date):
+        return f"d{value.isoformat()}"
+    raise TypeError(f"cannot fingerprint a value of type {type(value).__name__}")
+
+
+def legacy_pandas_fingerprint(records: pd.DataFrame, fields: list[str]) -> pd.Series:
+    """The print before "v2:" (bare 16 hex digits): pandas' `hash_pandas_object`, whose values
+    pandas does not promise to keep. Only `sync.diff` needs it, to recognise an unchanged record
+    under a print stored before the upgrade; it can go once no state row holds such a print
+    (see `sync.diff`). It gives the old values only with the pandas that wrote them (3.1.1)."""
     if records.empty:
         return pd.Series([], dtype=t.STRING, index=records.index)
     hashed = pd.util.hash_pandas_object(records[fields], index=False)

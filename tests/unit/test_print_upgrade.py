@@ -1,0 +1,165 @@
+"""The upgrade from pandas' hashes (issue 20) sends nothing that did not change: a state written by
+the code before it (buckets by `pd.util.hash_array`, prints by `pd.util.hash_pandas_object`) is
+diffed against unchanged records with zero to send, and its prints are rewritten in place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mailsync.mapping import engine
+from mailsync.mapping.spec import load_mapping
+from mailsync.operators import sync
+from mailsync.settings import BUCKETS
+from mailsync.state import SyncState
+from tests.unit.test_mapping_engine import contacts
+
+INTEGRATION = "crm_to_esp_contacts"
+
+
+@pytest.fixture(scope="module")
+def mapping():
+    return load_mapping(INTEGRATION)
+
+
+def desired_members(mapping, n: int = 200, **changes) -> pd.DataFrame:
+    """Tonight's desired members, as the contacts transform gives them (with their bucket)."""
+    raw = contacts(
+        email=[f"user{i}@example.com" for i in range(n)],
+        firstname=[f"Ann{i}" for i in range(n)],
+        city=["Köln", "", None, "Wien"] * (n // 4),
+        lifetime_value=["12.5", "0", None, "1e3"] * (n // 4),
+        marketing_consent=["true", "false", None, "true"] * (n // 4),
+        date_of_birth=["1985-03-02", None, "1990-12-31", None] * (n // 4),
+    )
+    for column, (row, value) in changes.items():
+        raw.loc[row, column] = value
+    members = engine.transform(mapping, engine.prepare(mapping, "contacts", raw))
+    members[sync.BUCKET] = engine.bucket_of(members[engine.KEY], BUCKETS)
+    return members
+
+
+def state_before_issue_20(tmp_path, mapping, members: pd.DataFrame, suffix: str = "") -> SyncState:
+    """The state the code before issue 20 left, made with its own functions."""
+    state = SyncState(INTEGRATION, url=f"sqlite:///{tmp_path / 'state.db'}")
+    prints = engine.legacy_pandas_fingerprint(members, list(mapping.fields)) + suffix
+    buckets = pd.util.hash_array(members[engine.KEY].fillna("").astype(object).to_numpy()) % np.uint64(
+        BUCKETS
+    )
+    state.acknowledge(
+        [
+            {"key": k, "bucket": int(b), "fingerprint": p, "status": "subscribed"}
+            for k, b, p in zip(members[engine.KEY], buckets, prints, strict=True)
+        ],
+        run_id="scheduled__2026-11-19",
+    )
+    return state
+
+
+def stored(state: SyncState) -> pd.Series:
+    return state.load().set_index("key")["fingerprint"].sort_index()
+
+
+def test_unchanged_records_send_nothing_and_their_prints_are_rewritten(tmp_path, mapping):
+    members = desired_members(mapping)
+    state = state_before_issue_20(tmp_path, mapping, members)
+    assert not stored(state).str.startswith(engine.PRINT_PREFIX).any()
+    # loaded by tonight's buckets, as the diff tasks do: every key is where the old code put it
+    acked = state.load(sorted(set(members[sync.BUCKET])))
+    assert len(acked) == len(members)
+    upserts, removals, counts = sync.diff(members, acked)
+    assert (len(upserts), len(removals)) == (0, 0)
+    assert counts | {"reprinted": 0} == {
+        "desired": 200,
+        "new": 0,
+        "changed": 0,
+        "unchanged": 200,
+        "to_remove": 0,
+        "reprinted": 0,
+    }
+    assert counts["reprinted"] == 200
+    after = stored(state)
+    assert after.str.startswith(engine.PRINT_PREFIX).all()
+    assert after.to_dict() == dict(zip(members[engine.KEY], members[engine.FINGERPRINT], strict=True))
+    assert set(state.load()["status"]) == {"subscribed"}  # only the print changed
+    # the next night is a plain one: the old path is idle
+    _, _, again = sync.diff(members, state.load())
+    assert (again["unchanged"], again["reprinted"]) == (200, 0)
+
+
+def test_a_changed_record_is_still_sent_and_keeps_its_old_print_until_acknowledged(tmp_path, mapping):
+    state = state_before_issue_20(tmp_path, mapping, desired_members(mapping))
+    tonight = desired_members(mapping, firstname=(7, "Annabel"), lifetime_value=(9, "12.51"))
+    upserts, _, counts = sync.diff(tonight, state.load())
+    assert sorted(upserts[engine.KEY]) == ["user7@example.com", "user9@example.com"]
+    assert set(upserts[sync.CHANGE]) == {"changed"}
+    assert (counts["changed"], counts["unchanged"], counts["reprinted"]) == (2, 198, 198)
+    after = stored(state)
+    assert not after.str.startswith(engine.PRINT_PREFIX)[["user7@example.com", "user9@example.com"]].any()
+    # and a load sends them (its resume check sees a print that is not theirs)
+    meta = sync.ack_meta(upserts)
+    sync.acknowledge(
+        state, [{"key": k, "status": "subscribed"} for k in upserts[engine.KEY]], meta, "tonight"
+    )
+    assert stored(state).str.startswith(engine.PRINT_PREFIX).all()
+
+
+def test_a_new_record_is_new(tmp_path, mapping):
+    members = desired_members(mapping)
+    state = state_before_issue_20(tmp_path, mapping, members.iloc[:150])
+    upserts, _, counts = sync.diff(members, state.load())
+    assert (counts["new"], counts["reprinted"], len(upserts)) == (50, 150, 50)
+
+
+def test_a_print_a_caller_extended_is_recognised_with_its_suffix(tmp_path, mapping):
+    """Shop orders append their lines' digest to the engine's print, before and after."""
+    members = desired_members(mapping, n=40)
+    state = state_before_issue_20(tmp_path, mapping, members, suffix="0a1b2c3d")
+    orders = members.assign(**{engine.FINGERPRINT: members[engine.FINGERPRINT] + "0a1b2c3d"})
+    upserts, _, counts = sync.diff(orders, state.load())
+    assert (len(upserts), counts["reprinted"]) == (0, 40)
+    assert stored(state).str.endswith("0a1b2c3d").all()
+    changed_lines = members.assign(**{engine.FINGERPRINT: members[engine.FINGERPRINT] + "ffffffff"})
+    state = state_before_issue_20(tmp_path / "again", mapping, members, suffix="0a1b2c3d")
+    upserts, _, counts = sync.diff(changed_lines, state.load())
+    assert (len(upserts), counts["reprinted"]) == (40, 0)
+
+
+def test_prints_of_their_own_are_compared_as_they_are(tmp_path):
+    """Products and segment tags never had an engine print: no second algorithm for them."""
+    (tmp_path / "s").mkdir()
+    state = SyncState("shop_products", url=f"sqlite:///{tmp_path / 's' / 'state.db'}")
+    state.acknowledge([{"key": "p1", "bucket": 0, "fingerprint": "00aa11bb22cc33dd"}], "r")
+    products = pd.DataFrame(
+        {engine.KEY: ["p1", "p2"], engine.FINGERPRINT: ["00aa11bb22cc33dd", "99"], sync.BUCKET: 0}
+    ).astype({engine.KEY: "string", engine.FINGERPRINT: "string"})
+    upserts, _, counts = sync.diff(products, state.load([0]))
+    assert upserts[engine.KEY].tolist() == ["p2"] and counts["reprinted"] == 0
+
+
+def test_a_print_acknowledged_meanwhile_is_not_overwritten(tmp_path, mapping):
+    members = desired_members(mapping, n=8)
+    state = state_before_issue_20(tmp_path, mapping, members)
+    acked = state.load()
+    key = members[engine.KEY][0]
+    state.acknowledge([{"key": key, "bucket": 1, "fingerprint": "v2:0000000000000000"}], "another try")
+    sync.diff(members, acked)  # the frame read before that acknowledgement
+    after = stored(state)
+    assert after[key] == "v2:0000000000000000"
+    assert (after.drop(key) == members.set_index(engine.KEY)[engine.FINGERPRINT].drop(key)).all()
+
+
+def test_a_state_frame_not_read_from_the_database_is_diffed_without_writing(mapping):
+    members = desired_members(mapping, n=8)
+    frame = pd.DataFrame(
+        {
+            "key": members[engine.KEY],
+            "fingerprint": engine.legacy_pandas_fingerprint(members, list(mapping.fields)),
+            "status": "subscribed",
+            "bucket": members[sync.BUCKET],
+        }
+    )
+    assert SyncState.that_loaded(frame) is None
+    upserts, _, counts = sync.diff(members, frame)
+    assert (len(upserts), counts["reprinted"]) == (0, 8)
