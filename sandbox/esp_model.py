@@ -30,6 +30,9 @@ MERGE_FIELDS = [
     (10, "TOTAL_SPENT", "Total Spent", "number"),
     (11, "ORDER_COUNT", "Order Count", "number"),
     (12, "LAST_ORDER", "Last Order Date", "date"),
+    (13, "CLUB", "Club Level", "text"),
+    (14, "CLUBPOINTS", "Club Points", "number"),
+    (15, "MEMBERNO", "Club Member No", "text"),
 ]
 MERGE_TYPES = {tag: kind for _, tag, _, kind in MERGE_FIELDS}
 STATUSES = ("subscribed", "unsubscribed", "cleaned", "pending", "transactional")

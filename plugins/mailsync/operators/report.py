@@ -79,7 +79,7 @@ def contacts_report(
             f"The ESP refused {report['rejected']} member(s): reasons in the rejected file; "
             "they are sent again next run."
         )
-    return _finish(
+    return finish(
         run,
         extract.get("started_at"),
         report,
@@ -138,7 +138,7 @@ def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, 
             f"The CRM refused {report['rejected']} write-back(s): reasons in the rejected file; "
             "they are retried next run."
         )
-    return _finish(
+    return finish(
         run,
         extract.get("started_at"),
         report,
@@ -154,7 +154,7 @@ def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, 
     )
 
 
-def _finish(
+def finish(
     run: Run, started_at: str | None, report: dict[str, Any], warnings: list[str], headline: tuple[str, ...]
 ) -> dict:
     """Duration counts from the first task's start (the extract) to now."""
@@ -229,7 +229,7 @@ def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: 
         "revenue_html": transform.get("revenue_html"),
         "quality_reports": {k: v.get("report") for k, v in validate.items()},
     }
-    return _finish(
+    return finish(
         run,
         extract.get("started_at"),
         report,

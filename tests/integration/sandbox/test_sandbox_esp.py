@@ -53,9 +53,13 @@ def test_ping_list_and_merge_fields(esp, list_path):
         "TOTAL_SPENT": "number",
         "ORDER_COUNT": "number",
         "LAST_ORDER": "date",
+        "CLUB": "text",
+        "CLUBPOINTS": "number",
+        "MEMBERNO": "text",
     }
     page = esp.get(f"{list_path}/merge-fields", params={"count": 5, "offset": 10}).json()
-    assert [f["tag"] for f in page["merge_fields"]] == ["ORDER_COUNT", "LAST_ORDER"]
+    tags = [f["tag"] for f in page["merge_fields"]]
+    assert tags == ["ORDER_COUNT", "LAST_ORDER", "CLUB", "CLUBPOINTS", "MEMBERNO"]
     assert esp.get("/lists/nope").status_code == 404
 
 

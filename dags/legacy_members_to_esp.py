@@ -1,0 +1,148 @@
+"""
+### Legacy club members → ESP merge fields, daily
+
+The club system has no API: its member table (`club.members` in its PostgreSQL) is read
+straight from the database through the `legacy_members_db` connection (the postgres provider's
+hook), incrementally on `updated_at`, and each audience member's club level, points and member
+number are written to the ESP (`CLUB`, `CLUBPOINTS`, `MEMBERNO`).
+
+Built from configuration and the shared operators alone: the query is
+`include/sql/legacy_members_to_esp.sql`, the checks, fields and consent rule are
+`include/mappings/legacy_members_to_esp.yaml`; the operators are `mailsync.operators.steps`.
+
+**Flow:** `acquire_run_lock` → `extract` (the interval's saved rows, all with `full_refresh`) →
+`validate` (Great Expectations: invalid email, negative points, unknown level, control
+characters, overlong names quarantined with a reason) → `map` → `diff` (against what the ESP
+acknowledged: only changes are sent) → `load` (audience members only: nobody is added or
+subscribed; an opt-out in the club system unsubscribes) → `report` → `release_run_lock`.
+
+**Params:** `full_refresh` (read every member, e.g. the first run, or after the mapping gained a
+field), `dry_run`.
+
+**When it fails:** the failed task's documentation says what to do; rerunning a day is safe.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
+
+from mailsync.mapping.spec import load_mapping
+from mailsync.notifications import deadline_alert
+from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
+from mailsync.operators.run import logical_date_help
+from mailsync.operators.steps import (
+    DiffOperator,
+    LoadEspMembersOperator,
+    MapOperator,
+    QualityGateOperator,
+    StageSqlOperator,
+    SummaryReportOperator,
+)
+from mailsync.settings import INCLUDE_DIR, staging_url, task_defaults
+
+staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
+MAPPING = "legacy_members_to_esp"
+HEADLINE = ("extracted", "quarantined", "unchanged", "new", "changed", "not_audience_members", "updated")
+load_mapping(MAPPING)  # a broken mapping shows as an import error in the UI
+
+
+@dag(
+    dag_id="legacy_members_to_esp",
+    description="Daily legacy club-member database (PostgreSQL, no API) → ESP merge fields",
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=True,  # incremental by day: a day the scheduler missed still runs
+    max_active_runs=1,
+    doc_md=__doc__,
+    deadline=deadline_alert("legacy_members_to_esp"),  # include/notifications.yaml
+    template_searchpath=[str(INCLUDE_DIR)],
+    tags=["mailsync", "legacy", "sql", "esp", "daily"],
+    default_args={
+        "owner": "data-engineering",
+        **task_defaults(),
+        "execution_timeout": timedelta(hours=1),
+    },
+    params={
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            description="Read every member instead of the interval's changes.",
+            description_md=logical_date_help("03:00")
+            + "\n\n**full_refresh:** read every member instead of the interval's changes.",
+        ),
+        "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the ESP."),
+    },
+)
+def legacy_members_to_esp():
+    lock = RunLockSensor(task_id="acquire_run_lock")
+    extract = StageSqlOperator(
+        task_id="extract",
+        conn_id="legacy_members_db",
+        sql="sql/legacy_members_to_esp.sql",
+        parameters={"since": "{{ data_interval_start }}", "until": "{{ data_interval_end }}"},
+        source="members",
+        pre_execute=hold_run_lock,
+        doc_md="Reads the members saved in the interval (all with `full_refresh`) from the club "
+        "database and stages them as Parquet.\n\n**Inputs:** the `legacy_members_db` connection, "
+        "`include/sql/legacy_members_to_esp.sql` (rendered: see the task's Rendered Template).\n\n"
+        "**When it fails:** a connection error names the host: check the database and the "
+        "connection, then clear the task. Nothing has been written yet.",
+    )
+    validate = QualityGateOperator(
+        task_id="validate",
+        mapping=MAPPING,
+        source="members",
+        pre_execute=hold_run_lock,
+        doc_md="Great Expectations checks of the mapping: bad rows quarantined with their reason.\n\n"
+        "**Inputs:** the staged members, `include/mappings/legacy_members_to_esp.yaml`.\n\n"
+        "**When it fails:** past the bad-row threshold: open the Quality report link, fix the "
+        "rows in the club system (or the threshold in the mapping), clear this task.",
+    )
+    mapped = MapOperator(
+        task_id="map",
+        mapping=MAPPING,
+        source="members",
+        pre_execute=hold_run_lock,
+        doc_md="Maps the valid members to ESP merge fields (one record per email, the latest "
+        "saved wins).\n\n**Inputs:** the valid rows, the mapping.\n\n**When it fails:** a mapping "
+        "error names file, line and key: fix the mapping, clear the task.",
+    )
+    diffed = DiffOperator(
+        task_id="diff",
+        state=MAPPING,
+        pre_execute=hold_run_lock,
+        doc_md="New and changed records against what the ESP acknowledged (the sync state).\n\n"
+        "**Inputs:** the mapped records, the `mailsync_state` connection.\n\n**When it fails:** "
+        "the state database was unreachable: clear the task once it is back.",
+    )
+    load = LoadEspMembersOperator(
+        task_id="load",
+        mapping=MAPPING,
+        state=MAPPING,
+        esp_conn_id="esp_default",
+        pre_execute=hold_run_lock,
+        retries=5,
+        doc_md="Writes the changed merge fields of audience members (others are counted, not "
+        "added); the state advances per acknowledged batch.\n\n**Inputs:** the diff, the "
+        "`esp_default` connection, the contacts sync's audience.\n\n**When it fails:** an ESP "
+        "outage past the retries: clear it once the ESP answers; it resumes, nothing is sent twice.",
+    )
+    report = SummaryReportOperator(
+        task_id="report",
+        extract="extract",
+        validate="validate",
+        diff="diff",
+        load="load",
+        headline=HEADLINE,
+        pre_execute=hold_run_lock,
+        doc_md="The run's summary: one XCom, the run's note, `report.json`; refused records "
+        "notify.\n\n**When it fails:** the load is done; clear it to get the summary.",
+    )
+    release = ReleaseRunLockOperator(task_id="release_run_lock")
+    lock >> extract >> validate >> mapped >> diffed >> load >> report >> release.as_teardown(setups=lock)
+
+
+legacy_members_to_esp()
