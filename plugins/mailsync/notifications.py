@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +24,6 @@ from airflow.sdk.bases.notifier import BaseNotifier
 from mailsync.pii import redact
 
 log = logging.getLogger(__name__)
-TEMPLATES = Path(__file__).with_name("templates")
 
 # What to do, by the failure's exception class (its message says the particulars).
 ACTIONS = {

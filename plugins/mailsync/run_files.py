@@ -19,7 +19,6 @@ from airflow.sdk.bases.operatorlink import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-TEMPLATES = Path(__file__).with_name("templates")
 # kind -> (link name, files of the run folder it means, tasks that show it)
 KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "quality-report": ("Quality report", "quality/*/report.html", ("validate", "report")),
@@ -100,11 +99,10 @@ def run_files(dag_id: str, run_id: str, kind: str, _: AccessDep) -> FileResponse
         )
     if len(found) == 1:
         return _serve(found[0])
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from mailsync.templates import render
 
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     links = [(str(p.relative_to(folder)), f"file/{quote(str(p.relative_to(folder)))}") for p in found]
-    html = env.get_template("run_files.html").render(title=f"{label}: {dag_id} {run_id}", links=links)
+    html = render("run_files.html", title=f"{label}: {dag_id} {run_id}", links=links)
     return HTMLResponse(html, headers=HEADERS)
 
 
