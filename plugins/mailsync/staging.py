@@ -9,10 +9,10 @@ never leaves a half-written file that a retry or the next task would read as com
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from mailsync.settings import staging_url
 
@@ -61,11 +61,16 @@ class Area:
         return pq.read_table(target.path, filesystem=target.fs, columns=columns).to_pandas()
 
     def write_bytes(self, name: str, data: bytes) -> ObjectStoragePath:
-        def write(fs, p):
-            with fs.open(p, "wb") as f:
-                f.write(data)
+        return self.write_stream(name, lambda f: f.write(data))
 
-        return self._atomic(name, write)
+    def write_stream(self, name: str, write: Callable[[BinaryIO], object]) -> ObjectStoragePath:
+        """A file written by `write(f)` a block at a time (a large download never in memory)."""
+
+        def write_to(fs, p):
+            with fs.open(p, "wb") as f:
+                write(f)
+
+        return self._atomic(name, write_to)
 
     def write_text(self, name: str, text: str) -> ObjectStoragePath:
         return self.write_bytes(name, text.encode("utf-8"))

@@ -13,6 +13,9 @@ marker last, so a file without a marker is still being written; a marker whose c
 not match the data is a half-written or damaged transfer. Both are reported, never read as
 complete. The row count is handed on (`Download.rows`) for the reader to check: a transfer job
 that hashes a cut export writes a matching checksum, but not the export's own count.
+
+A file is streamed to where the caller says (a staged file), hashed on the way: a 200 MB file
+is never held in memory.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import BinaryIO
 
 from airflow.providers.sftp.hooks.sftp import SFTPHook
 
@@ -41,7 +45,7 @@ class RemoteFile:
 @dataclass(frozen=True)
 class Download:
     path: str
-    data: bytes
+    size: int  # bytes written
     sha256: str
     rows: int | None = None  # data rows the marker declares (None: an older marker without a count)
 
@@ -83,17 +87,26 @@ class LoyaltySftpHook(SFTPHook):
             return "ready"
         return "incomplete" if data in names else "missing"
 
-    def download(self, day: date) -> Download:
-        """Download the day's file and check it against the marker's SHA-256."""
+    def download(self, day: date, into: BinaryIO) -> Download:
+        """Stream the day's file into `into`, checking it against the marker's SHA-256."""
         remote = self.daily_file(day)
+        digest, size = hashlib.sha256(), 0
         with self.get_managed_conn() as sftp:
             try:
-                marker = _read(sftp, remote.marker).decode("ascii", "replace")
-                data = _read(sftp, remote.path)
+                with sftp.open(remote.marker, "rb") as f:
+                    marker = f.read(1 << 16).decode("ascii", "replace")  # a hash and a count
+                with sftp.open(remote.path, "rb") as f:
+                    # measured on 200 MB: prefetch 1 s, flat memory (the SSH window holds back
+                    # what is not read yet); max_concurrent_requests=64 30 s, +200 MiB
+                    f.prefetch()
+                    while block := f.read(_BLOCK):
+                        digest.update(block)
+                        into.write(block)
+                        size += len(block)
             except FileNotFoundError as exc:
                 raise VendorError(f"SFTP: {remote.path} or its done-marker is not there") from exc
         expected = marker.split()[0].lower() if marker.split() else ""
-        actual = hashlib.sha256(data).hexdigest()
+        actual = digest.hexdigest()
         if expected != actual:
             raise VendorError(
                 f"SFTP: {remote.path} does not match its done-marker (sha256 {actual[:12]}... vs "
@@ -102,10 +115,8 @@ class LoyaltySftpHook(SFTPHook):
             )
         declared = _ROWS.search(marker)
         rows = int(declared.group(1)) if declared else None
-        self.log.info(
-            "Downloaded %s: %d bytes, sha256 %s, rows declared %s", remote.path, len(data), actual, rows
-        )
-        return Download(remote.path, data, actual, rows)
+        self.log.info("Downloaded %s: %d bytes, sha256 %s, rows declared %s", remote.path, size, actual, rows)
+        return Download(remote.path, size, actual, rows)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -117,6 +128,7 @@ class LoyaltySftpHook(SFTPHook):
 
 
 _ROWS = re.compile(r"^#\s*rows:\s*(\d+)\s*$", re.MULTILINE)
+_BLOCK = 1 << 20
 
 
 def _listdir(sftp, path: str) -> list[str]:
@@ -124,9 +136,3 @@ def _listdir(sftp, path: str) -> list[str]:
         return sftp.listdir(path)
     except FileNotFoundError:
         return []
-
-
-def _read(sftp, path: str) -> bytes:
-    with sftp.open(path, "rb") as f:
-        f.prefetch()
-        return f.read()

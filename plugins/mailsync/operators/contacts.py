@@ -153,7 +153,9 @@ def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
     """Download the night's loyalty file (if the sensor found one) and parse it in the dialect
     the mapping declares. A file that cannot be used (a damaged transfer, a cut file, another
     dialect) is refused whole: the night goes on with the last known tiers, unless
-    `loyalty_required`; the reason is in the return value, the run summary and a WARNING."""
+    `loyalty_required`; the reason is in the return value, the run summary and a WARNING. The
+    file is staged on disk and read a block at a time, its rows staged in chunks: memory does
+    not grow with the file."""
     from mailsync.files import FileRefused, read_partner_file
 
     out, bad_lines = run.area / "extract" / "loyalty", _bad_lines_area(run)
@@ -164,16 +166,21 @@ def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
         log.warning("No loyalty file for this night: tiers stay as last known")
         return {"status": "missing", "file": None, "rows": 0}
     source = mapping().sources["loyalty"]
-    try:
-        download = LoyaltySftpHook().download(date.fromisoformat(day))
+    got: dict[str, Any] = {}
+    hook, night = LoyaltySftpHook(), date.fromisoformat(day)
+    try:  # kept for people to look at; only a file that matches its marker takes its name
+        staged = out.write_stream(hook.file_name, lambda f: got.update(download=hook.download(night, f)))
     except VendorError as exc:  # half-written or damaged: never read as complete
         return _rejected(run, day, f"transfer: {exc}", exc)
-    out.write_bytes(LoyaltySftpHook.file_name, download.data)  # kept for people to look at
-    columns = list(dict.fromkeys(engine.source_columns(source).values()))
+    download, parts = got["download"], []
+
+    def stage(rows: pd.DataFrame) -> None:
+        parts.append(out.write_parquet(f"part-{len(parts):05d}.parquet", rows.astype("string")))
+
     try:
         parsed = read_partner_file(
-            download.data,
-            columns=columns,
+            staged,
+            columns=list(dict.fromkeys(engine.source_columns(source).values())),
             encodings=source.file.encoding,
             delimiters=source.file.delimiter,
             bom=source.file.bom,
@@ -181,16 +188,18 @@ def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
             final_newline=source.file.final_newline,
             expected_rows=download.rows,
             max_undecodable_share=source.checks.bad_row_threshold,
+            on_rows=stage,
         )
     except FileRefused as exc:
+        for part in parts:  # rows of a refused file are never validated
+            part.fs.rm(part.path)
         return _rejected(run, day, str(exc), exc, file=download.path)
-    out.write_parquet("part-00000.parquet", parsed.frame.astype("string"))
     if parsed.bad:
         bad_lines.write_parquet("lines.parquet", _bad_line_frame(parsed, source))
     log.info(
         "Loyalty file %s: %d rows, %d unparseable lines; dialect %s",
         day,
-        len(parsed.frame),
+        parsed.rows,
         len(parsed.bad),
         parsed.dialect(),
     )
@@ -199,7 +208,7 @@ def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
         "file": download.path,
         "day": day,
         "sha256": download.sha256,
-        "rows": len(parsed.frame),
+        "rows": parsed.rows,
         "rows_declared": download.rows,
         "unparsed_lines": len(parsed.bad),
         "dialect": parsed.dialect(),

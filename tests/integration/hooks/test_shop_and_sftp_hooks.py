@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, date, datetime
 
 import pytest
@@ -47,12 +48,14 @@ def test_sftp_verifies_the_host_key_and_downloads_a_checked_file(vendors):
     assert hook.test_connection()[0]
     day = date(2026, 11, 19)
     assert hook.status(day) == "ready"
-    download = hook.download(day)
-    assert download.data == vendors.loyalty_path("2026-11-19").read_bytes()
-    text = download.data.decode("cp1252")
+    into = io.BytesIO()
+    download = hook.download(day, into)
+    data = into.getvalue()
+    assert data == vendors.loyalty_path("2026-11-19").read_bytes() and download.size == len(data)
+    text = data.decode("cp1252")
     assert text.startswith("customer_id;tier_code;") and any(ord(ch) > 127 for ch in text)
     with pytest.raises(UnicodeDecodeError):
-        download.data.decode("utf-8")  # a legacy file indeed: reading it as UTF-8 would be wrong
+        data.decode("utf-8")  # a legacy file indeed: reading it as UTF-8 would be wrong
 
 
 def test_sftp_with_a_wrong_host_key_is_refused(vendors, connections):
@@ -72,7 +75,7 @@ def test_half_written_and_missing_files_are_never_read_as_complete(vendors):
     assert hook.status(date(2026, 11, 21)) == "incomplete"
     vendors.write_loyalty_file(day="2026-11-22", fault="half_written_marker")
     with pytest.raises(VendorError, match="does not match its done-marker"):
-        hook.download(date(2026, 11, 22))
+        hook.download(date(2026, 11, 22), io.BytesIO())
     assert hook.status(date(2026, 11, 23)) == "missing"
 
 
