@@ -1,5 +1,6 @@
 """Abuse of configuration and file names: mapping YAML with unknown keys or unsafe tags, path
-traversal in partner file names, a wrong SFTP host key (the last one through whole nights)."""
+traversal in partner file names, a wrong SFTP host key (the last one through whole nights: it
+costs only the night's tiers, like any loyalty file that cannot be used)."""
 
 from __future__ import annotations
 
@@ -146,49 +147,93 @@ def test_path_traversal_in_a_partner_file_name_is_refused(connections, name, rec
     )
 
 
-@pytest.mark.slow
-def test_a_wrong_sftp_host_key_reads_nothing_says_so_and_the_rerun_completes(
-    world, connections, recorder, clock, capfd
-):
+def _impostor_key(connections) -> dict:
+    """The loyalty_sftp connection with the host key of another server (and one connect try)."""
     import asyncssh
 
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     definition = json.loads(json.dumps(connections["loyalty_sftp"]))
     definition["extra"].update(host_key=" ".join(impostor.split()[:2]), conn_retry_attempts=1)
+    return definition
+
+
+@pytest.mark.slow
+def test_a_wrong_sftp_host_key_costs_only_the_tiers_and_says_which_extra_to_check(
+    world, connections, recorder, clock, capfd
+):
+    """Design rule: a partner file that cannot be used never costs the contact sync. Night 1 syncs
+    with the right key; night 2 meets a server with another host key: it syncs with night 1's
+    tiers, reads nothing, and the summary says to check the connection's host_key extra; with
+    `loyalty_required` it fails at once saying so; with the right key again it loads the file."""
+    from tests.reliability.test_loyalty_files import last_known
+
+    night1, night2, day2 = "2026-11-20T02:00:00Z", "2026-11-21T02:00:00Z", "2026-11-20"
+    quick = {"loyalty_wait_minutes": 0}
+    secret = connections["loyalty_sftp"].get("password") or "no password"
+    first = run_dag("crm_to_esp_contacts", night1, capfd, full_refresh=True, **quick)
+    assert first.state == "success", first.failed_tasks
+    world.write_loyalty_file(day=day2)
     before = members(world)
-    expected = expected_contacts(world, before, loyalty_tiers(world.loyalty_path("2026-11-19").read_bytes()))
     os.environ["MAILSYNC_TASK_RETRIES"] = "0"
-    set_connection("loyalty_sftp", definition)
+    set_connection("loyalty_sftp", _impostor_key(connections))
     try:
         world.clear_requests()
-        night = run_dag(
-            "crm_to_esp_contacts", "2026-11-20T02:00:00Z", capfd, full_refresh=True, loyalty_wait_minutes=0
+        night = run_dag("crm_to_esp_contacts", night2, capfd, **quick)
+        said = capfd.readouterr().out  # the night's output, as run_dag wrote it back
+        sftp_opens = [r for r in world.requests("sftp") if "loyalty_tiers" in (r.get("path") or "")]
+        outcome = check_contacts(
+            world,
+            Outcome(case="wrong SFTP host key", group="contacts, 4 runs"),
+            before=before,
+            expected=expected_contacts(world, before, last_known(before)),
+            requests=world.requests(),
         )
+        required = run_dag("crm_to_esp_contacts", night2, capfd, loyalty_required=True, **quick)
     finally:
         set_connection("loyalty_sftp", connections["loyalty_sftp"])
         os.environ.pop("MAILSYNC_TASK_RETRIES", None)
-    sftp_opens = [r for r in world.requests("sftp") if "loyalty_tiers" in (r.get("path") or "")]
-    said = [m for m in night.errors if "host key" in m.lower() or "BadHostKey" in m]
-    rerun = run_dag(
-        "crm_to_esp_contacts", "2026-11-20T02:00:00Z", capfd, full_refresh=True, loyalty_wait_minutes=0
-    )
-    outcome = check_contacts(
+    rerun = run_dag("crm_to_esp_contacts", night2, capfd, **quick)
+    report = night.report or {}
+    reason = str(report.get("loyalty_reason"))
+    warned = [line for line in said.splitlines() if "Loyalty file rejected" in line and "host key" in line]
+    stopped = [m for m in required.errors if "host key mismatch" in m and "loyalty_required" in m]
+    loaded = check_contacts(
         world,
-        Outcome(case="wrong SFTP host key", group="contacts, 2 runs"),
+        Outcome(case="wrong SFTP host key, rerun", group="contacts"),
         before=before,
-        expected=expected,
+        expected=expected_contacts(world, before, loyalty_tiers(world.loyalty_path(day2).read_bytes())),
         requests=world.requests(),
     )
-    outcome.runs = 2
-    outcome.inputs = "loyalty_sftp host_key of another server"
+    outcome.runs = 4
+    outcome.inputs = "loyalty_sftp host_key of another server on night 2"
     outcome.outcome = (
-        f"night {night.state} (failed: {','.join(night.failed_tasks)[:50] or '-'}; "
-        f"{'names the host key' if said else 'no host-key message'}; {len(sftp_opens)} file opens); "
-        f"rerun with the right key {rerun.state}"
+        f"night {night.state}, loyalty {report.get('loyalty')} ({reason[:70]}...), {len(sftp_opens)} file "
+        f"opens, last tiers kept; with loyalty_required {required.state} at "
+        f"{','.join(required.failed_tasks)[:40]}; rerun with the right key {rerun.state}, "
+        f"loyalty {(rerun.report or {}).get('loyalty')}"
     )
-    outcome.passed = not sftp_opens and bool(said) and rerun.state == "success" and not outcome.problems()
+    outcome.passed = (
+        night.state == "success"
+        and report.get("loyalty") == "rejected"
+        and "host_key extra" in reason
+        and bool(warned)
+        and secret not in said
+        and not sftp_opens
+        and not outcome.problems()
+        and required.state == "failed"
+        and bool(stopped)
+        and rerun.state == "success"
+        and not loaded.problems()
+    )
     recorder.record(outcome, clock)
+    assert night.state == "success", (night.failed_tasks, night.errors[-3:])
+    assert report.get("loyalty") == "rejected", report
+    assert "host key mismatch" in reason and "loyalty_sftp connection's host_key extra" in reason, reason
+    assert warned, "one WARNING 'Loyalty file rejected' naming the host key"
+    assert secret not in said and secret not in reason
     assert not sftp_opens, "nothing may be read from a server whose host key does not match"
-    assert said, night.errors
-    assert rerun.state == "success"
     assert not outcome.problems(), (outcome.problems(), outcome.examples)
+    assert required.state == "failed" and "wait_for_loyalty_file" in required.failed_tasks, required
+    assert stopped, required.errors
+    assert rerun.state == "success" and (rerun.report or {}).get("loyalty") == "loaded"
+    assert not loaded.problems(), (loaded.problems(), loaded.examples)

@@ -15,7 +15,9 @@ complete. The row count is handed on (`Download.rows`) for the reader to check: 
 that hashes a cut export writes a matching checksum, but not the export's own count.
 
 A file is streamed to where the caller says (a staged file), hashed on the way: a 200 MB file
-is never held in memory.
+is never held in memory. A server whose host key is not the connection's is `HostKeyMismatch`
+(a VendorError, like a damaged file: the night goes on with the last tiers), saying which
+extra to check; nothing is read from it.
 """
 
 from __future__ import annotations
@@ -23,17 +25,24 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import BinaryIO
 
 from airflow.providers.sftp.hooks.sftp import SFTPHook
+from paramiko import BadHostKeyException
 
 from mailsync.hooks.base import VendorError
 
 
 class UnsafePath(VendorError):
     """A remote path would leave the partner's folder (path traversal)."""
+
+
+class HostKeyMismatch(VendorError):
+    """The server's host key is not the one the connection's `host_key` extra names."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +86,25 @@ class LoyaltySftpHook(SFTPHook):
         path = self.safe_path(f"{day:%Y-%m-%d}/{self.file_name}")
         return RemoteFile(path, path + ".done")
 
+    @contextmanager
+    def connected(self) -> Iterator:
+        """One SFTP session; a host key mismatch named as such (paramiko's message shows only
+        base64 keys), with fingerprints to compare with the partner's (public keys, no secret)."""
+        try:
+            with self.get_managed_conn() as sftp:
+                yield sftp
+        except BadHostKeyException as exc:
+            raise HostKeyMismatch(
+                f"host key mismatch: the SFTP server {exc.hostname} presents the "
+                f"{exc.key.get_name()} key {exc.key.fingerprint}, but the {self.ssh_conn_id} "
+                f"connection's host_key extra is {exc.expected_key.fingerprint}: check that extra "
+                "against the key the partner gives for its server; nothing was read"
+            ) from None
+
     def status(self, day: date) -> str:
         """`ready` (marker present), `incomplete` (data without marker) or `missing`."""
         remote = self.daily_file(day)
-        with self.get_managed_conn() as sftp:
+        with self.connected() as sftp:
             names = set(_listdir(sftp, posixpath.dirname(remote.path)))
         data, marker = posixpath.basename(remote.path), posixpath.basename(remote.marker)
         if marker in names and data in names:
@@ -91,7 +115,7 @@ class LoyaltySftpHook(SFTPHook):
         """Stream the day's file into `into`, checking it against the marker's SHA-256."""
         remote = self.daily_file(day)
         digest, size = hashlib.sha256(), 0
-        with self.get_managed_conn() as sftp:
+        with self.connected() as sftp:
             try:
                 with sftp.open(remote.marker, "rb") as f:
                     marker = f.read(1 << 16).decode("ascii", "replace")  # a hash and a count
@@ -120,7 +144,7 @@ class LoyaltySftpHook(SFTPHook):
 
     def test_connection(self) -> tuple[bool, str]:
         try:
-            with self.get_managed_conn() as sftp:
+            with self.connected() as sftp:
                 _listdir(sftp, self.base_dir)
         except Exception as exc:  # paramiko raises many types; the UI shows the message
             return False, f"{type(exc).__name__}: {exc}"

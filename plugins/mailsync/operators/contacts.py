@@ -152,15 +152,17 @@ def _bad_lines_area(run: Run) -> Area:
 def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
     """Download the night's loyalty file (if the sensor found one) and parse it in the dialect
     the mapping declares. A file that cannot be used (a damaged transfer, a cut file, another
-    dialect) is refused whole: the night goes on with the last known tiers, unless
-    `loyalty_required`; the reason is in the return value, the run summary and a WARNING. The
-    file is staged on disk and read a block at a time, its rows staged in chunks: memory does
-    not grow with the file."""
+    dialect, a server whose host key is not the connection's) is refused whole: the night goes
+    on with the last known tiers, unless `loyalty_required`; the reason is in the return value,
+    the run summary and a WARNING. The file is staged on disk and read a block at a time, its
+    rows staged in chunks: memory does not grow with the file."""
     from mailsync.files import FileRefused, read_partner_file
 
     out, bad_lines = run.area / "extract" / "loyalty", _bad_lines_area(run)
     out.clear()
     bad_lines.clear()
+    if sensed.get("reason"):  # the sensor could not look (a host key mismatch)
+        return _rejected(run, sensed["day"], sensed["reason"])
     day = sensed.get("day") if sensed.get("found") else None
     if not day:
         log.warning("No loyalty file for this night: tiers stay as last known")
@@ -170,7 +172,7 @@ def extract_loyalty(run: Run, sensed: dict[str, Any]) -> dict[str, Any]:
     hook, night = LoyaltySftpHook(), date.fromisoformat(day)
     try:  # kept for people to look at; only a file that matches its marker takes its name
         staged = out.write_stream(hook.file_name, lambda f: got.update(download=hook.download(night, f)))
-    except VendorError as exc:  # half-written or damaged: never read as complete
+    except VendorError as exc:  # half-written, damaged, or not the partner's server: never read
         return _rejected(run, day, f"transfer: {exc}", exc)
     download, parts = got["download"], []
 
@@ -235,7 +237,7 @@ def _bad_line_frame(parsed, source) -> pd.DataFrame:
     )
 
 
-def _rejected(run: Run, day: str, reason: str, exc: Exception, **extra) -> dict[str, Any]:
+def _rejected(run: Run, day: str, reason: str, exc: Exception | None = None, **extra) -> dict[str, Any]:
     """A loyalty file that cannot be used: the run fails when it requires the file; otherwise
     the refusal is logged as one WARNING line (no personal data: reasons name columns, counts,
     paths) and returned for the run summary."""

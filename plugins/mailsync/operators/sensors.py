@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 
 class LoyaltyFileSensor(BaseSensorOperator):
@@ -16,7 +16,10 @@ class LoyaltyFileSensor(BaseSensorOperator):
     what happens then come from the run's params, so on-call can change them per run:
     `loyalty_wait_minutes`, and `loyalty_required` (true: fail; false: go on without the file,
     tiers stay as last known). The file of a run is the one of the business day its data
-    interval starts on. Returns {"day": ..., "found": bool}.
+    interval starts on. Returns {"day": ..., "found": bool}, and a `reason` when it could not
+    look: a server whose host key is not the connection's does not change by waiting, so that
+    is said at once (extract_loyalty reports it as a rejected file), or fails the task at once
+    with `loyalty_required`.
     """
 
     template_fields = ("day",)
@@ -47,9 +50,19 @@ class LoyaltyFileSensor(BaseSensorOperator):
             return {"day": self.day, "found": False}
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
-        from mailsync.hooks.sftp import LoyaltySftpHook
+        from mailsync.hooks.sftp import HostKeyMismatch, LoyaltySftpHook
 
-        status = LoyaltySftpHook(self.sftp_conn_id).status(date.fromisoformat(self.day))
+        try:
+            status = LoyaltySftpHook(self.sftp_conn_id).status(date.fromisoformat(self.day))
+        except HostKeyMismatch as exc:
+            if context["params"].get("loyalty_required", False):
+                raise AirflowFailException(
+                    f"Loyalty file for {self.day} not looked for and loyalty_required: {exc}"
+                ) from None
+            self.log.warning("Loyalty file for %s not looked for: %s", self.day, exc)
+            return PokeReturnValue(
+                is_done=True, xcom_value={"day": self.day, "found": False, "reason": str(exc)}
+            )
         self.log.info("Loyalty file for %s: %s", self.day, status)
         if status != "ready":
             return False

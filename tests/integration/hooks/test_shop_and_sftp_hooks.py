@@ -66,7 +66,7 @@ def test_sftp_with_a_wrong_host_key_is_refused(vendors, connections):
     fake = other_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     conn = variant(connections, "loyalty_sftp", "sftp_wrong_key", extra={"host_key": fake})
     ok, message = LoyaltySftpHook(conn, conn_retry_attempts=1).test_connection()
-    assert not ok and "BadHostKeyException" in message
+    assert not ok and "HostKeyMismatch: host key mismatch" in message and "host_key extra" in message
 
 
 def test_half_written_and_missing_files_are_never_read_as_complete(vendors):
