@@ -99,10 +99,18 @@ def test_an_analyst_reads_the_nightly_run_in_the_ui(chromium, nightly, page):
     expect(page).to_have_url(f"{airflow.url}/dags/{DAG}")
     runs_tab = page.get_by_role("link", name="Runs", exact=True)
     expect(runs_tab).to_be_visible()
+    # the tabs come first, skeletons stand in for the data until it is fetched
+    expect(page.locator(f'a[href="/dags/{DAG}/runs/{run_id}"]').first).to_be_visible()  # Latest Run
+    expect(page.get_by_role("link", name=re.compile(r"Failed Runs"))).to_be_visible()
+    expect(page.get_by_text("Last Dag Run", exact=True)).to_be_visible()
     shot("dag")
     runs_tab.click()
     expect(page).to_have_url(f"{airflow.url}/dags/{DAG}/runs")
-    run_link = page.get_by_role("link", name=run_id, exact=True)
+    # the run's row in the runs table (the Overview's deadline list links the run too)
+    expect(page.get_by_role("heading", name=re.compile(r"^\d+ Dag Runs?$"))).to_be_visible()  # "1 Dag Run"
+    run_row = page.get_by_role("row").filter(has_text=run_id)
+    expect(run_row).to_have_count(1)
+    run_link = run_row.get_by_role("link", name=run_id, exact=True)
     expect(run_link).to_be_visible()
     shot("dag-runs")
 
@@ -135,6 +143,7 @@ def test_an_analyst_reads_the_nightly_run_in_the_ui(chromium, nightly, page):
     report_link.click()
     expect(page).to_have_url(f"{run_page}/tasks/report")
     expect(page.get_by_role("link", name="Storage", exact=True)).to_be_visible()
+    expect(page.get_by_text("Returned value was").first).to_be_visible()  # its log is shown first
     shot("report-task")
     page.get_by_role("link", name="Storage", exact=True).click()
     page.get_by_role("link", name="XCom", exact=True).click()
