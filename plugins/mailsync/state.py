@@ -342,13 +342,21 @@ class RunLock:
                         expires_at=now + ttl_s,
                     )
                 )
-        except sa.exc.IntegrityError:  # another run inserted first
-            return self.current() or Lease("another run", now, now)
+        except sa.exc.IntegrityError:  # another task inserted first
+            return self._held_by_other(holder, now)
         if taken.rowcount == 1:
             if lease.holder != holder:
                 log.warning("Took over the expired lease %s: %s", self.name, lease.describe())
             return None
-        return self.current() or Lease("another run", now, now)
+        return self._held_by_other(holder, now)
+
+    def _held_by_other(self, holder: str, now: float) -> Lease | None:
+        """After a lost compare-and-set: a sibling task of the same run (mapped loads renew at
+        once) may have won it, and then this run holds the lease all the same."""
+        current = self.current()
+        if current is not None and current.holder == holder:
+            return None
+        return current or Lease("another run", now, now)
 
     def hold(self, holder: str, ttl_s: float) -> None:
         """Renew the lease of a task that works under it; raise if another run holds it."""

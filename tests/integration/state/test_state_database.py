@@ -167,3 +167,23 @@ def test_a_task_under_the_lock_fails_when_another_run_holds_it(tmp_path, monkeyp
     RunLock("esp_to_crm_engagement").release("backfill__2026-11-14")
     assert sensor.poke(context) is True
     hold_run_lock(context)  # now this run's tasks go on
+
+
+def test_parallel_tasks_of_one_run_renew_its_lease_without_losing_it(pg_url):
+    """Mapped loads of one run start together: each renews the lease; the renewal that loses
+    the compare-and-set to its sibling still holds it (seen as RunLockLost "held by" itself)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mailsync.state import RunLock
+
+    holder = "manual__2026-11-20T02:00:00+00:00"
+    RunLock("crm_to_esp_contacts", url=pg_url).acquire(holder, ttl_s=60)
+    locks = [RunLock("crm_to_esp_contacts", url=pg_url) for _ in range(8)]
+
+    def renew(lock: RunLock) -> int:
+        for _ in range(25):
+            lock.hold(holder, ttl_s=60)
+        return 25
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(renew, locks)) == 200  # RunLockLost would propagate here
