@@ -95,7 +95,7 @@ class LoyaltySftpHook(SFTPHook):
                 yield sftp
         except BadHostKeyException as exc:
             raise HostKeyMismatch(
-                f"host key mismatch: the SFTP server {exc.hostname} presents the "
+                f"host key mismatch: the SFTP server {exc.hostname}:{self.port} presents the "
                 f"{exc.key.get_name()} key {exc.key.fingerprint}, but the {self.ssh_conn_id} "
                 f"connection's host_key extra is {exc.expected_key.fingerprint}: check that extra "
                 "against the key the partner gives for its server; nothing was read"
