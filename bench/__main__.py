@@ -16,6 +16,7 @@ BENCHES = [
     ["bench.bench_dag_parse"],
     ["bench.bench_esp_load"],
     ["bench.bench_mapping"],
+    ["bench.bench_hashing"],
     ["bench.bench_contacts_sync"],
     ["bench.bench_daily_dags"],
 ]

@@ -9,27 +9,11 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from tests.integration.dags import dagrun
-
-ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture
-def pg_url():
-    """A fresh PostgreSQL database on this machine, dropped afterwards."""
-    name = f"mailsync_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def airflow_cli(*args: str) -> subprocess.CompletedProcess:
