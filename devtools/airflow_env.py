@@ -47,15 +47,27 @@ class SavepointsBeginImmediate(sqlite3.Connection):
 SQLITE_CONNECT_ARGS = {"timeout": 60, "factory": SavepointsBeginImmediate}
 
 
-def airflow_env(home: Path, *, executor: str = "LocalExecutor", parallelism: int = 8) -> dict[str, str]:
+AUTH_MANAGERS = {
+    "simple": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+    # per-DAG permissions (a brand's role sees only its DAGs): apache-airflow-providers-fab
+    "fab": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+}
+
+
+def airflow_env(
+    home: Path, *, executor: str = "LocalExecutor", parallelism: int = 8, auth: str = "simple"
+) -> dict[str, str]:
     """Return AIRFLOW__* settings for an Airflow whose metadata DB is SQLite under `home`.
 
     Parallelism stays <= 16 on SQLite: at the default 32 `database is locked` kills the
-    scheduler (see shared/PITFALLS.md).
+    scheduler (see shared/PITFALLS.md). `auth="fab"` opts in to the FAB auth manager (users
+    and roles in the metadata DB, see LocalAirflow); the default is the simple one.
     """
     home = Path(home).resolve()
     extra_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    opt_in = {} if auth == "simple" else {"AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[auth]}
     return {
+        **opt_in,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),

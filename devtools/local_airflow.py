@@ -37,12 +37,26 @@ def free_port(preferred: int = 0) -> int:
 
 
 class LocalAirflow:
-    """Start, drive and stop a project-local Airflow on SQLite with the LocalExecutor."""
+    """Start, drive and stop a project-local Airflow on SQLite with the LocalExecutor.
 
-    def __init__(self, home: Path, *, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    `auth="fab"` opts in to the FAB auth manager (apache-airflow-providers-fab): users and roles
+    live in the metadata DB, the admin is created as an FAB `Admin`, and every brand's role
+    (include/brands/) is created before the dag-processor stores the DAGs whose `access_control`
+    names it. `add_user()` adds a user with one role. The default is the simple auth manager.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        auth: str = "simple",
+    ) -> None:
         self.home = Path(home).resolve()
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.auth = auth
         self.user = "admin"
         passwords = self.home / "passwords.json"
         if not passwords.exists():  # a local, generated password; nothing secret lives in the repo
@@ -50,7 +64,7 @@ class LocalAirflow:
         self.password = json.loads(passwords.read_text())[self.user]
         self.env = {
             **os.environ,
-            **airflow_env(self.home),
+            **airflow_env(self.home, auth=auth),
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.port}",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
@@ -86,7 +100,9 @@ class LocalAirflow:
         return done
 
     def start(self, timeout: float = 120) -> None:
-        self.airflow("db", "migrate")
+        self.airflow("db", "migrate")  # with the FAB auth manager this creates FAB's tables too
+        if self.auth == "fab":
+            self._fab_setup()
         logs = self.home / "process-logs"
         logs.mkdir(exist_ok=True)
         for name in COMPONENTS:
@@ -129,16 +145,47 @@ class LocalAirflow:
                 os.killpg(proc.pid, signal.SIGKILL)
         self.processes.clear()
 
+    # -- FAB auth manager ----------------------------------------------------------------------
+    def _fab_setup(self) -> None:
+        """Brand roles first (a DAG whose access_control names a missing role fails to store:
+        DagAccessControlValidationError), then the admin the runner's own API calls use."""
+        from mailsync.brands import load_brands
+
+        include = self.env.get("MAILSYNC_INCLUDE_DIR")
+        roles = [b.access_role for b in load_brands(Path(include) if include else None) if b.access_role]
+        if roles:
+            self.airflow("roles", "create", *roles)  # existing roles are left as they are
+        self.add_user(self.user, "Admin", self.password)
+
+    def add_user(self, username: str, role: str, password: str | None = None) -> str:
+        """An FAB user with one role (`airflow users create`); returns its password."""
+        if self.auth != "fab":
+            raise RuntimeError("add_user needs LocalAirflow(..., auth='fab')")
+        password = password or secrets.token_urlsafe(12)
+        done = self.airflow(
+            "users", "create", "--username", username, "--password", password, "--role", role,
+            "--email", f"{username}@mailsync.invalid", "--firstname", username, "--lastname", role,
+            check=False,
+        )  # fmt: skip
+        if done.returncode and "already exist" not in done.stdout + done.stderr:
+            output = done.stdout[-1000:] + done.stderr[-2000:]
+            raise RuntimeError(f"airflow users create {username} exited {done.returncode}:\n{output}")
+        return password
+
+    def token_for(self, username: str, password: str) -> str:
+        """A JWT from `POST /auth/token`: the same route under the simple and the FAB auth manager."""
+        response = requests.post(
+            f"{self.url}/auth/token", json={"username": username, "password": password}, timeout=30
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
     # -- REST API ----------------------------------------------------------------------------
     @property
     def token(self) -> str:
         """A JWT of the admin user, as `POST /auth/token` gives any API client."""
         if self._token is None:
-            response = requests.post(
-                f"{self.url}/auth/token", json={"username": self.user, "password": self.password}, timeout=10
-            )
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
+            self._token = self.token_for(self.user, self.password)
         return self._token
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
