@@ -11,12 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
 from devtools.local_airflow import COMPONENTS
 from sandbox.config import SERVED_PORTS
+from tests.services import require_postgres
 
 PROJECT = Path(__file__).resolve().parents[2]
 AIRFLOW_SERVICES = (
@@ -120,14 +122,7 @@ def test_image_and_connections_match_the_project():
 
 def test_init_script_runs_twice_and_fails_on_a_real_error(services, tmp_path):
     """The init's own bash + Python, run here against the local PostgreSQL, `airflow` stubbed."""
-    import psycopg2  # pinned in requirements.txt
-
-    try:
-        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3).close()
-    except psycopg2.OperationalError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no PostgreSQL on 127.0.0.1:5432: CI must provide it")
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    require_postgres()
     command = services["airflow-init"]["command"]
     database = f"mailsync_state_init_{secrets.token_hex(4)}"
     stub = tmp_path / "bin" / "airflow"

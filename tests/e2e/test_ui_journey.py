@@ -15,14 +15,14 @@ real table); a task's XCom sits under its "Storage" tab, sub-tab "XCom", collaps
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 
+from tests.services import launch_chromium, require_chromium
+
 DAG = "crm_to_esp_contacts"
-CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui_journey"
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def chromium() -> Path:
     """Debian's Chromium, checked before the nightly starts: a missing browser costs no minute."""
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Debian's chromium is missing: `make browser` installs it")
-        pytest.skip("Debian's chromium is not installed (`make browser` installs it as root)")
-    return CHROMIUM
+    return require_chromium()
 
 
 @pytest.fixture
@@ -42,15 +38,7 @@ def page(chromium):
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(chromium),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(20_000)  # a React page fetches its data after it has loaded
         expect.set_options(timeout=20_000)

@@ -5,7 +5,6 @@ page, in a real browser (no script runs, no image loads)."""
 
 from __future__ import annotations
 
-import os
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from mailsync.mapping.spec import load_mapping
 from mailsync.quality.gate import QualityGate, QualityGateFailed
 from mailsync.reporting import render_revenue_page
 from mailsync.staging import Area
+from tests.services import launch_chromium, require_chromium
 
 SCRIPT = "<script>alert(1)</script>"
 BREAKOUT = '"><img src=x onerror=alert(2)>'
@@ -87,16 +87,11 @@ def test_the_revenue_page_escapes_campaign_titles(tmp_path):
 def test_the_revenue_page_runs_no_hostile_title_in_a_real_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    if not Path("/usr/bin/chromium").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Debian's chromium is missing: `make browser` installs it")
-        pytest.skip("Debian's chromium is not installed (`make browser` installs it as root)")
+    require_chromium()
     table, path = revenue_page(tmp_path)
     dialogs: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
-        )
+        browser = launch_chromium(p)
         page = browser.new_page()
         page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         page.goto(path.as_uri())

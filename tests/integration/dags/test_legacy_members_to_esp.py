@@ -15,6 +15,7 @@ import secrets
 import pytest
 
 from tests.integration.dags import dagrun
+from tests.services import require_postgres
 
 DAG = "legacy_members_to_esp"
 NIGHT = "2026-11-20T02:00:00Z"  # the contacts sync that builds the audience
@@ -23,20 +24,9 @@ LEVELS = {"CLASSIC": "Classic", "SILVER": "Silver", "GOLD": "Gold", "PLATINUM": 
 pytestmark = pytest.mark.slow
 
 
-def _postgres_or_skip() -> None:
-    import psycopg2
-
-    try:
-        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3).close()
-    except psycopg2.OperationalError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no PostgreSQL on 127.0.0.1:5432: CI must provide it")
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-
-
 @pytest.fixture(scope="module")
 def world(sandbox, connections, airflow_db, tmp_path_factory):
-    _postgres_or_skip()
+    require_postgres()
     sandbox.reset(seed=42, contacts=1000, days=7)
     club = sandbox.legacy_members(f"postgresql://postgres@127.0.0.1:5432/mailsync_legacy_{secrets.token_hex(4)}")
     club.create_database()

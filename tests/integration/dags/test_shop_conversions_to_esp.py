@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from mailsync.settings import INCLUDE_DIR
 from mailsync.staging import run_area
 from tests.integration.dags import dagrun
 from tests.integration.dags.test_esp_to_crm_engagement import WEEK, run_day
+from tests.services import launch_chromium, require_chromium
 
 DAG = "shop_conversions_to_esp"
 END = WEEK[-1] + timedelta(days=1)  # 2026-11-20
@@ -195,25 +195,13 @@ def test_rerunning_a_day_changes_nothing(synced):
 def test_the_revenue_page_renders_in_a_real_browser(synced):
     from playwright.sync_api import sync_playwright
 
-    if not Path("/usr/bin/chromium").exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Debian's chromium is missing: `make browser` installs it")
-        pytest.skip("Debian's chromium is not installed (`make browser` installs it as root)")
-
+    require_chromium()
     _, runs, _ = synced
     page_path = run_area(DAG, runs[-1].data_interval_start, runs[-1].data_interval_end) / "report"
     html = page_path.file("revenue.html").path
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-            ],
-        )
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(f"file://{html}")
         assert page.locator("#revenue-chart rect.bar").count() >= 2

@@ -3,7 +3,6 @@ called directly, connections from AIRFLOW_CONN_* (the sandbox's ESP, a real Post
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -19,6 +18,7 @@ from mailsync.operators.steps import (
 )
 from tests.connections import set_connection
 from tests.integration.dags import dagrun
+from tests.services import require_postgres
 
 MAPPING = "legacy_members_to_esp"
 START, END = datetime(2026, 11, 19, 3, tzinfo=UTC), datetime(2026, 11, 20, 3, tzinfo=UTC)
@@ -40,12 +40,8 @@ def table(tmp_path):
     """A throwaway PostgreSQL database with a small member table, as connection `members_db`."""
     import psycopg2
 
-    try:
-        admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3)
-    except psycopg2.OperationalError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no PostgreSQL on 127.0.0.1:5432: CI must provide it")
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    require_postgres()
+    admin = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3)
     name = f"mailsync_ops_{secrets.token_hex(4)}"
     admin.autocommit = True
     admin.cursor().execute(f"CREATE DATABASE {name}")

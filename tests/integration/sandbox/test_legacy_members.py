@@ -6,7 +6,6 @@ connection. Each test works in one throwaway database, dropped at the end of the
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 
 from sandbox import legacy_members as lm
 from sandbox.config import LEGACY_CONN_ID, GenParams
+from tests.services import require_postgres
 
 ROOT = Path(__file__).resolve().parents[3]
 PARAMS = GenParams(seed=42, contacts=1000, days=7)
@@ -34,12 +34,7 @@ EMAIL = re.compile(
 @pytest.fixture(scope="module")
 def dsn():
     """A throwaway database `mailsync_legacy_<random>` on 127.0.0.1:5432, dropped afterwards."""
-    try:
-        psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3).close()
-    except psycopg2.OperationalError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("no PostgreSQL on 127.0.0.1:5432: CI must provide it")
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (the legacy member database needs one)")
+    require_postgres()
     url = f"postgresql://postgres@127.0.0.1:5432/mailsync_legacy_{secrets.token_hex(4)}"
     assert lm.create_database(url) is True
     assert lm.create_database(url) is False  # idempotent
