@@ -100,3 +100,25 @@ def test_the_webhook_posts_slack_text_and_keeps_its_secret_path_out_of_messages(
         assert "s3cr3tT0ken" not in caplog.text
     finally:
         server.server_close()
+
+
+def test_the_run_note_leads_with_the_warnings_of_a_refused_loyalty_file():
+    from mailsync.operators.report import run_note
+
+    report = {
+        "interval": ["2026-11-19T02:00:00+00:00", "2026-11-20T02:00:00+00:00"],
+        "warnings": ["Loyalty file rejected: cut off: 383 rows, the done-marker says 400. Tiers stay."],
+        "extracted": 1003,
+        "loyalty": "rejected",
+        "quarantine_reasons": {"invalid_email": 6},
+        "api_calls": {"crm": 12, "esp": 4},
+        "duration_s": 41.5,
+    }
+    note = run_note(report, ("extracted", "loyalty"))
+    lines = note.splitlines()
+    assert lines[0] == "### ⚠️ Succeeded with warnings"
+    assert lines[1] == "Data interval 2026-11-19 02:00 → 2026-11-20 02:00 UTC"
+    assert "- ⚠️ Loyalty file rejected: cut off: 383 rows" in note
+    assert "| extracted | 1,003 |" in lines and "| loyalty | rejected |" in lines
+    assert "**Quarantined by reason:** invalid_email 6" in note
+    assert "**API calls:** crm 12, esp 4 · **duration:** 41.5 s" in note
