@@ -86,11 +86,11 @@ class CeleryAirflow(LocalAirflow):
         env: dict[str, str] | None = None,
         port: int | None = None,
     ) -> None:
-        self.token = secrets.token_hex(4)
-        self.metadata_db = f"mailsync_af_{self.token}"
-        self.state_db = f"mailsync_state_{self.token}"
+        self.suffix = secrets.token_hex(4)
+        self.metadata_db = f"mailsync_af_{self.suffix}"
+        self.state_db = f"mailsync_state_{self.suffix}"
         self.redis_db: int | None = None
-        self.queue = f"mailsync_{self.token}"
+        self.queue = f"mailsync_{self.suffix}"
         self.n_workers, self.concurrency = workers, concurrency
         home = Path(home).resolve()
         self.staging = home / "staging"  # the shared volume: every worker reads and writes it
@@ -126,7 +126,7 @@ class CeleryAirflow(LocalAirflow):
         atexit.register(self.stop)
         _pg_admin(f'CREATE DATABASE "{self.metadata_db}"', f'CREATE DATABASE "{self.state_db}"')
         self._created = True
-        self.redis_db = _claim_redis_db(self.token)
+        self.redis_db = _claim_redis_db(self.suffix)
         self.env["AIRFLOW__CELERY__BROKER_URL"] = f"redis://{REDIS[0]}:{REDIS[1]}/{self.redis_db}"
         self.staging.mkdir(parents=True, exist_ok=True)
         super().start(timeout)
