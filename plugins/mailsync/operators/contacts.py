@@ -20,6 +20,7 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mailsync.hooks.base import VendorError
@@ -290,7 +291,11 @@ def _validate_loyalty(run: Run, m) -> dict[str, Any]:
     """Quality gate on the loyalty rows (unparseable lines count as quarantined, with line number
     and reason); tonight's tiers are staged for commit. With `on_invalid: keep_last` a customer
     whose row was quarantined keeps the last snapshot's row; one missing from the (complete)
-    file is no longer a member, and the tier is cleared."""
+    file is no longer a member, and the tier is cleared.
+
+    Memory stays flat however long the file (issue 19): the good rows are staged per key bucket,
+    and duplicates and keep_last are resolved bucket by bucket (every row of a customer is in
+    that customer's bucket); only the keys of quarantined rows are held across the file."""
     from mailsync.files import BadLine
 
     staged = run.area / "extract" / "loyalty"
@@ -300,7 +305,24 @@ def _validate_loyalty(run: Run, m) -> dict[str, Any]:
         return {"file": None}
     bad_area = _bad_lines_area(run)
     unparsed = bad_area.read_parquet("lines.parquet") if bad_area.exists("lines.parquet") else None
-    good_parts: list[pd.DataFrame] = []
+    good_area = run.area / "validated" / "loyalty"
+    good_area.clear()
+    keep_last = m.sources["loyalty"].on_invalid == "keep_last"
+    chunks, key_column = staged.names(".parquet"), _key_column(m)
+    bad_keys: list[pd.Series] = [unparsed["key"]] if unparsed is not None else []  # raw, as in the file
+    empty: list[pd.DataFrame] = []  # the good rows' columns, for buckets without a row
+    offset = [0]
+
+    def write_good(i: int, good: pd.DataFrame) -> None:
+        empty[:] = empty or [good.iloc[0:0]]
+        for bucket, rows in good.groupby(engine.bucket_of(good[engine.KEY], BUCKETS), sort=True):
+            (good_area / f"bucket={bucket:02d}").write_parquet(f"part-{i:05d}.parquet", rows)
+        if keep_last:  # the keys of the chunk's quarantined rows (few: the gate's threshold caps them)
+            raw = staged.read_parquet(chunks[i], columns=[key_column])[key_column]
+            passed = np.zeros(len(raw), dtype=bool)
+            passed[good[engine.ROW].to_numpy() - offset[0]] = True
+            bad_keys.append(raw[~passed])
+            offset[0] += len(raw)
 
     def unparsed_lines(gate) -> None:
         if unparsed is not None:
@@ -312,20 +334,28 @@ def _validate_loyalty(run: Run, m) -> dict[str, Any]:
         staged,
         run.area / "quality" / "loyalty",
         label=f"{run.dag_id} {run.label}",
-        write_good=lambda _, good: good_parts.append(good),
+        write_good=write_good,
         before=unparsed_lines,
     )
-    kept, _ = engine.deduplicate(m, "loyalty", concat(good_parts))
-    kept_last = 0
-    if m.sources["loyalty"].on_invalid == "keep_last":
-        raw_keys = [f[_key_column(m)] for f in staged.iter_parquet()]
-        if unparsed is not None:
-            raw_keys.append(unparsed["key"])
-        kept, kept_last = _keep_last(m, kept, _loyalty_snapshot(run), pd.concat(raw_keys, ignore_index=True))
     day = run.end.date().isoformat()
-    current_day = _asof(_loyalty_snapshot(run))
-    if day >= current_day:  # a backfill of an older night never replaces newer tiers
-        staged_next.write_parquet("loyalty.parquet", kept)
+    last = _loyalty_snapshot(run)
+    current_day = _asof(last)
+    stage = day >= current_day  # a backfill of an older night never replaces newer tiers
+    failing = _keep_last_candidates(m, last, bad_keys) if keep_last else None
+    kept_last = 0
+    for bucket in range(BUCKETS):
+        good = concat([*empty, *(good_area / f"bucket={bucket:02d}").iter_parquet()])
+        kept, _ = engine.deduplicate(m, "loyalty", good)
+        if failing is not None:
+            kept, carried = _keep_last(kept, failing[failing["__bucket"].to_numpy() == bucket])
+            kept_last += carried
+        if stage:
+            staged_next.write_parquet(_bucket_file(bucket), kept)
+    if failing is not None and kept_last:
+        log.info("Loyalty: %d customers with a quarantined row keep their last tier", kept_last)
+    if stage:
+        if last.exists(LEGACY_LOYALTY):  # the one-file layout: emptied by the commit, not left behind
+            staged_next.write_parquet(LEGACY_LOYALTY, concat(empty))
         staged_next.write_text("asof.txt", day)
     return {**summary, "snapshot_day": max(day, current_day), "kept_last": kept_last}
 
@@ -335,27 +365,62 @@ def _key_column(m) -> str:
     return engine.source_columns(source)[source.key.input]
 
 
-def _keep_last(m, kept: pd.DataFrame, last: Area, raw_keys: pd.Series) -> tuple[pd.DataFrame, int]:
-    """Tonight's good rows, plus the last snapshot's rows of the keys that had a row in the file
-    but none that passed (quarantined or unparseable). Returns the rows and how many were kept."""
-    if not last.exists("loyalty.parquet") or raw_keys.empty:
-        return kept, 0
+LEGACY_LOYALTY = "loyalty.parquet"  # the loyalty snapshot as one file, before issue 19
+
+
+def _bucket_file(bucket: int) -> str:
+    """The loyalty snapshot is kept per bucket of the customer id (as contacts per bucket of the
+    email), so that no step needs the whole snapshot at once."""
+    return f"bucket={bucket:02d}.parquet"
+
+
+def _has_loyalty(area: Area) -> bool:
+    return area.exists(_bucket_file(0)) or area.exists(LEGACY_LOYALTY)
+
+
+def _loyalty_rows(area: Area, column: str, values: pd.Series) -> pd.DataFrame:
+    """The rows of a loyalty snapshot whose `column` is one of `values`, read a batch at a time
+    (a pyarrow dataset filter): only those rows are ever held, however large the snapshot."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if area.exists(_bucket_file(0)):
+        names = [n for n in area.names(".parquet") if n.startswith("bucket=")]
+    else:
+        names = [LEGACY_LOYALTY]
+    dataset = ds.dataset([area.file(n).path for n in names], filesystem=area.path.fs, format="parquet")
+    wanted = pa.array(pd.Series(values, dtype="string").dropna().unique(), type=pa.string())
+    return dataset.to_table(filter=ds.field(column).isin(wanted)).to_pandas()
+
+
+def _keep_last_candidates(m, last: Area, raw_keys: list[pd.Series]) -> pd.DataFrame | None:
+    """The last snapshot's rows of the customers that had a quarantined row or an unparseable
+    line tonight (keys normalised as the mapping says), with their bucket; None when there is no
+    snapshot or no such customer. Whether such a customer also had a good row is for each
+    bucket to say (`_keep_last`)."""
+    raw = pd.concat(raw_keys, ignore_index=True) if raw_keys else pd.Series(dtype="string")
+    if not _has_loyalty(last) or raw.empty:
+        return None
     source = m.sources["loyalty"]
     probe = pd.DataFrame(
-        {
-            c: pd.Series(pd.NA, index=raw_keys.index, dtype="string")
-            for c in engine.source_columns(source).values()
-        }
+        {c: pd.Series(pd.NA, index=raw.index, dtype="string") for c in engine.source_columns(source).values()}
     )
-    probe[_key_column(m)] = raw_keys.astype("string").to_numpy()
-    keys = engine.prepare(m, "loyalty", probe)[engine.KEY].dropna()  # normalised as the mapping says
-    failed = set(keys) - set(kept[engine.KEY].dropna())
-    if not failed:
+    probe[_key_column(m)] = raw.astype("string").to_numpy()
+    keys = engine.prepare(m, "loyalty", probe)[engine.KEY].dropna()
+    if keys.empty:
+        return None
+    previous = _loyalty_rows(last, engine.KEY, keys)
+    return previous.assign(__bucket=engine.bucket_of(previous[engine.KEY], BUCKETS))
+
+
+def _keep_last(kept: pd.DataFrame, previous: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """A bucket's good rows tonight, plus the last snapshot's rows (`previous`, the bucket's
+    candidates) of the keys that had a row in the file but none that passed. Returns the rows
+    and how many were kept."""
+    carried = previous[~previous[engine.KEY].isin(kept[engine.KEY].dropna()).to_numpy()]
+    if carried.empty:
         return kept, 0
-    previous = last.read_parquet("loyalty.parquet")
-    carried = previous[previous[engine.KEY].isin(failed).to_numpy()]
-    log.info("Loyalty: %d customers with a quarantined row keep their last tier", len(carried))
-    return pd.concat([kept, carried], ignore_index=True), len(carried)
+    return pd.concat([kept, carried.drop(columns="__bucket")], ignore_index=True), len(carried)
 
 
 def _asof(area: Area) -> str:
@@ -385,12 +450,9 @@ def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> di
     )
     good_ids = set(delta_ids[ID])
     archived = (run.area / "extract").read_parquet("archived.parquet")
-    loyalty_area = next(
-        (a for a in (_next(run) / "loyalty", _loyalty_snapshot(run)) if a.exists("loyalty.parquet")), None
-    )
-    loyalty = loyalty_area.read_parquet("loyalty.parquet") if loyalty_area else None
     desired_out = run.area / "desired"
     snapshot, next_snapshot = _contacts_snapshot(run), _next(run) / "contacts"
+    loyalty = _partition_loyalty(run, m, buckets, validated, snapshot)
     counts = {"partition": partition, "buckets": buckets, "contacts": 0, "duplicates": 0, "members": 0}
     for bucket in buckets:
         name = f"bucket={bucket:02d}"
@@ -412,6 +474,25 @@ def transform(run: Run, partition: int, buckets: list[int], *, full: bool) -> di
         counts["duplicates"] += len(dropped)
         counts["members"] += len(members)
     return counts
+
+
+def _partition_loyalty(run: Run, m, buckets: list[int], validated: Area, snapshot: Area):
+    """Tonight's loyalty tiers (else the last committed ones) of the customers this partition's
+    contacts name: the snapshot is filed by customer id and the partition by email, so it is
+    read filtered on the customer ids of the partition's contacts (tonight's and the snapshot's),
+    never whole. None when there is no loyalty snapshot yet."""
+    area = next((a for a in (_next(run) / "loyalty", _loyalty_snapshot(run)) if _has_loyalty(a)), None)
+    if area is None:
+        return None
+    join = m.sources["loyalty"].join
+    ids = []
+    for bucket in buckets:
+        name = f"bucket={bucket:02d}"
+        ids += [f[join] for f in (validated / name).iter_parquet(columns=[join])]
+        if snapshot.exists(f"{name}.parquet"):
+            ids.append(snapshot.read_parquet(f"{name}.parquet", columns=[join])[join])
+    customers = pd.concat(ids, ignore_index=True) if ids else pd.Series(dtype="string")
+    return _loyalty_rows(area, m.sources["loyalty"].key.input, customers)
 
 
 def _merge(
