@@ -139,15 +139,6 @@ def _night_in_subprocess(folder: Path) -> dict:
     return result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate holds the loyalty file's rows whole (issue 19; the reader and extract_loyalty "
-    "stream since 2026-12-02: peak after extract_loyalty 438 MiB for 200 MB, 437 MiB for 20 MB): "
-    "the quality gate's dataset checks over every row's key hash (+195 MiB for 200 MB, measured "
-    "alone), _validate_loyalty concatenating, deduplicating and keep_last-probing every good row "
-    "(about +750 MiB), and transform reads the whole loyalty snapshot per partition; measured "
-    "2026-12-02: 200 MB night succeeded in 71 s at 1722 MiB peak RSS vs 717 MiB for 20 MB",
-)
 def test_a_200_mb_loyalty_file_is_read_in_bounded_memory(
     vendors, connections, airflow_db, tmp_path, recorder
 ):
