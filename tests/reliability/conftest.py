@@ -35,17 +35,22 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(scope="session")
 def recorder(session_home: Path) -> Recorder:
+    _RESULTS.append(session_home / RESULTS)
     return Recorder(session_home / RESULTS)
 
 
+# where this session's rows went (importing tests.conftest here would make a second session home:
+# pytest imports the root conftest as the module `conftest`)
+_RESULTS: list[Path] = []
+
+
 def pytest_sessionfinish(session) -> None:
-    from tests.conftest import _SESSION_HOME
     from tests.reliability import report
 
-    results = _SESSION_HOME / RESULTS
-    if not results.exists():
+    if not _RESULTS or not _RESULTS[-1].exists():
         return
-    report.write(results, _SESSION_HOME / "RELIABILITY.md")
+    results = _RESULTS[-1]
+    report.write(results, results.with_name("RELIABILITY.md"))
     if target := os.environ.get("MAILSYNC_RELIABILITY_MD"):
         report.write(results, Path(target))
 
