@@ -1,4 +1,4 @@
-"""A run's files for people, one click from its tasks: Quality report, Quarantine, Rejected
+"""A run's files for people, linked from its tasks: Quality report, Quarantine, Rejected
 records, Revenue report.
 
 The files sit in staging (a worker's disk on one machine, a shared volume under Celery), so the
@@ -6,7 +6,9 @@ api-server serves them itself: a FastAPI app of the mailsync plugin (plugins/mai
 at `/mailsync/runs/<dag>/<run>/<kind>`. They hold personal data, so only a logged-in user who may
 see the DAG's task instances gets them (Airflow's own `requires_access_dag`, the session cookie
 of the UI or a bearer token), and nothing is cached. The links are global extra links computed
-in the api-server from the task's key alone; a task a kind does not belong to gets none.
+in the api-server from the task's key alone; a task a kind does not belong to gets none. The
+REST API lists them (`.../taskInstances/<task>/links`); 3.3.2's UI shows only the links an
+operator class declares, so they reach the task page once the step operators declare them.
 """
 
 from __future__ import annotations
