@@ -14,7 +14,6 @@ import logging
 from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -35,8 +34,8 @@ def _text(value: Any) -> str | None:
         return None
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
-    if isinstance(value, date | Decimal):
-        return str(value) if isinstance(value, Decimal) else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -161,7 +160,7 @@ class DiffOperator(BaseOperator):
         run = _run(context)
         desired = (run.area / MAPPED).read_parquet("records.parquet")
         buckets = sorted(set(desired[sync.BUCKET])) if len(desired) else []
-        acked = SyncState(self.state).load(buckets) if buckets else SyncState(self.state).load([])
+        acked = SyncState(self.state).load(buckets)
         upserts, removals, counts = sync.diff(desired, acked)
         if not self.removals:
             removals, counts["to_remove"] = removals.iloc[0:0], 0
