@@ -30,14 +30,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, Param
 
-from mailsync.brands import Brand, brands_for
+from mailsync.brand_dags import brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brands import Brand
 from mailsync.mapping.spec import load_mapping
-from mailsync.notifications import deadline_alert
-from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import logical_date_help
+from mailsync.operators.lock import hold_run_lock
 from mailsync.operators.steps import (
     DiffOperator,
     LoadEspMembersOperator,
@@ -46,18 +44,9 @@ from mailsync.operators.steps import (
     StageSqlOperator,
     SummaryReportOperator,
 )
-from mailsync.settings import INCLUDE_DIR, staging_url, task_defaults
 
-staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
 INTEGRATION = "legacy_members_to_esp"
-SCHEDULE = "0 3 * * *"
 HEADLINE = ("extracted", "quarantined", "unchanged", "new", "changed", "not_audience_members", "updated")
-
-
-def _tick(cron: str) -> str:
-    """HH:MM of a daily cron (for the trigger form's help), else the cron itself."""
-    minute, hour, *_ = [*cron.split(), "", ""]
-    return f"{int(hour):02d}:{int(minute):02d}" if minute.isdigit() and hour.isdigit() else cron
 
 
 def build(brand: Brand) -> DAG:
@@ -66,40 +55,22 @@ def build(brand: Brand) -> DAG:
     mapping = settings.mapping or INTEGRATION
     load_mapping(mapping)  # a broken mapping shows as an import error in the UI
     db, esp = brand.conn_id("legacy_members_db", INTEGRATION), brand.conn_id("esp", INTEGRATION)
-    dag_id, state = brand.dag_id(INTEGRATION), brand.state(INTEGRATION)
-    schedule = settings.schedule or SCHEDULE
-    with DAG(
-        dag_id=dag_id,
-        description="Daily legacy club-member database (PostgreSQL, no API) → ESP merge fields"
-        + ("" if brand.is_default else f" — brand {brand.title or brand.name}"),
-        schedule=CronDataIntervalTimetable(schedule, timezone=settings.timezone),
-        start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-        catchup=True,  # incremental by day: a day the scheduler missed still runs
-        max_active_runs=1,
+    state = brand.state(INTEGRATION)
+    with integration_dag(
+        brand,
+        INTEGRATION,
         doc_md=__doc__,
-        deadline=deadline_alert(dag_id),  # include/notifications.yaml
-        template_searchpath=[str(INCLUDE_DIR)],
-        tags=brand.dag_tags(["mailsync", "legacy", "sql", "esp", "daily"]),
-        access_control=brand.access_control(),  # FAB auth manager: the brand's role only
-        default_args={
-            "owner": brand.owner,
-            **task_defaults(),
-            "execution_timeout": timedelta(hours=1),
-        },
+        description="Daily legacy club-member database (PostgreSQL, no API) → ESP merge fields",
+        schedule="0 3 * * *",
+        tags=["legacy", "sql", "esp", "daily"],
+        timeout=timedelta(hours=1),
         params={
             "full_refresh": Param(
-                False,
-                type="boolean",
-                description="Read every member instead of the interval's changes.",
-                description_md=logical_date_help(_tick(schedule))
-                + "\n\n**full_refresh:** read every member instead of the interval's changes.",
-            ),
-            "dry_run": Param(
-                False, type="boolean", description="Compute and report; write nothing to the ESP."
-            ),
+                False, type="boolean", description="Read every member instead of the interval's changes."
+            )
         },
+        dry_run="Compute and report; write nothing to the ESP.",
     ) as dag:
-        lock = RunLockSensor(task_id="acquire_run_lock")
         extract = StageSqlOperator(
             task_id="extract",
             conn_id=db,
@@ -165,10 +136,9 @@ def build(brand: Brand) -> DAG:
             doc_md="The run's summary: one XCom, the run's note, `report.json`; refused records "
             "notify.\n\n**When it fails:** the load is done; clear it to get the summary.",
         )
-        release = ReleaseRunLockOperator(task_id="release_run_lock")
-        lock >> extract >> validate >> mapped >> diffed >> load >> report >> release.as_teardown(setups=lock)
+        extract >> validate >> mapped >> diffed >> load >> report
+        one_run_at_a_time(extract, report)
     return dag
 
 
-for _brand in brands_for(INTEGRATION):  # include/brands/*.yaml; a new file is a new DAG
-    globals()[_brand.dag_id(INTEGRATION)] = build(_brand)
+globals().update(brand_dags(INTEGRATION, build))  # include/brands/*.yaml: a new file is a new DAG

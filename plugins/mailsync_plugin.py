@@ -1,12 +1,12 @@
-"""The mailsync Airflow plugin: each task's links to its run's reports, and the api-server app
-that serves them to logged-in users (mailsync.run_files). The product package `mailsync/` is
-not a plugin (plugins/.airflowignore); this module is."""
+"""The mailsync Airflow plugin: the api-server app that serves a run's reports to logged-in
+users (mailsync.run_files), which the step operators' links open (mailsync.links). The product
+package `mailsync/` is not a plugin (plugins/.airflowignore); this module is."""
 
 from typing import ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mailsync.run_files import LINKS, app
+from mailsync.run_files import app
 
 
 class MailsyncPlugin(AirflowPlugin):
@@ -14,4 +14,3 @@ class MailsyncPlugin(AirflowPlugin):
     fastapi_apps: ClassVar[list[dict]] = [
         {"app": app, "url_prefix": "/mailsync", "name": "mailsync run files"}
     ]
-    global_operator_extra_links = LINKS

@@ -160,7 +160,7 @@ class FailureNotifier(BaseNotifier):
             reason=_one_sentence(exc) if exc else "the task failed (no exception: killed or timed out)",
             action=_action(exc),
             link=_run_link(ti.dag_id, ti.run_id),
-            files=_report_links(ti),
+            files=_report_links(context),
         )
         notify_once(alert, getattr(dag_run, "clear_number", 0), context)
         set_run_note(
@@ -252,16 +252,20 @@ def _interval(start: Any, end: Any) -> str:
     return f"{show(start)} → {show(end)}"
 
 
-def _report_links(ti: Any) -> tuple[tuple[str, str], ...]:
-    """The task's report links (Quality report, ...), as its page shows them."""
-    from mailsync.run_files import LINKS
+def _report_links(context: Any) -> tuple[tuple[str, str], ...]:
+    """The failed task's report links (Quality report, ...), as its page shows them."""
+    from pathlib import Path
 
-    urls = ((link.name, link.get_link(None, ti_key=ti)) for link in LINKS)
-    return tuple((name, url) for name, url in urls if url)
+    from mailsync.links import existing_links
+    from mailsync.operators.run import Run
+
+    run = Run.from_context(context)
+    found = existing_links(context["task"], run.dag_id, run.run_id, Path(run.area.path.path))
+    return tuple((link.name, url) for link, url in found)
 
 
 def _run_link(dag_id: str, run_id: str) -> str:
-    from mailsync.run_files import ui_url
+    from mailsync.links import ui_url
 
     return f"{ui_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
 

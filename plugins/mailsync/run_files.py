@@ -5,29 +5,21 @@ The files sit in staging (a worker's disk on one machine, a shared volume under 
 api-server serves them itself: a FastAPI app of the mailsync plugin (plugins/mailsync_plugin.py)
 at `/mailsync/runs/<dag>/<run>/<kind>`. They hold personal data, so only a logged-in user who may
 see the DAG's task instances gets them (Airflow's own `requires_access_dag`, the session cookie
-of the UI or a bearer token), and nothing is cached. The links are global extra links computed
-in the api-server from the task's key alone; a task a kind does not belong to gets none. The
-REST API lists them (`.../taskInstances/<task>/links`); 3.3.2's UI shows only the links an
-operator class declares, so they reach the task page once the step operators declare them.
+of the UI or a bearer token), and nothing is cached. The links on the task pages are the step
+operators' (mailsync.links).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated
 from urllib.parse import quote
 
-from airflow.sdk.bases.operatorlink import BaseOperatorLink
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-# kind -> (link name, files of the run folder it means, tasks that show it)
-KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "quality-report": ("Quality report", "quality/*/report.html", ("validate", "report")),
-    "quarantine": ("Quarantine", "quality/*/quarantine.csv", ("validate", "report")),
-    "rejected": ("Rejected records", "load/**/rejected*.csv", ("load", "report")),
-    "revenue": ("Revenue report", "report/revenue.html", ("transform", "report")),
-}
+from mailsync.links import KINDS, files_of
+
 HEADERS = {
     "Cache-Control": "no-store",  # personal data: not in any browser or proxy cache
     "X-Content-Type-Options": "nosniff",
@@ -61,10 +53,6 @@ def _run_folder(dag_id: str, run_id: str) -> Path:
     return Path(run_area(dag_id, start, end).path.path)
 
 
-def _files(folder: Path, pattern: str) -> list[Path]:
-    return sorted(p for p in folder.glob(pattern) if p.is_file())
-
-
 def _serve(path: Path) -> FileResponse:
     if path.suffix == ".html":
         return FileResponse(path, media_type="text/html; charset=utf-8", headers=HEADERS)
@@ -78,7 +66,7 @@ AccessDep = Annotated[None, _requires_task_instance_access()]
 def run_file(dag_id: str, run_id: str, relative: str, _: AccessDep) -> FileResponse:
     """One file of a run's folder, if it is one of the kinds' files (never a Parquet extract)."""
     folder = _run_folder(dag_id, run_id)
-    allowed = {p for _, pattern, _ in KINDS.values() for p in _files(folder, pattern)}
+    allowed = {p for kind in KINDS for p in files_of(kind, folder)}
     path = (folder / relative).resolve()
     if path not in {p.resolve() for p in allowed}:
         raise HTTPException(404, "No such report file in this run")
@@ -90,9 +78,9 @@ def run_files(dag_id: str, run_id: str, kind: str, _: AccessDep) -> FileResponse
     """The run's file of this kind, or a list when there are several (one per source or partition)."""
     if kind not in KINDS:
         raise HTTPException(404, f"Unknown kind {kind!r}; known: {', '.join(KINDS)}")
-    label, pattern, _tasks = KINDS[kind]
+    label = KINDS[kind][0]
     folder = _run_folder(dag_id, run_id)
-    found = _files(folder, pattern)
+    found = files_of(kind, folder)
     if not found:
         raise HTTPException(
             404,
@@ -106,46 +94,3 @@ def run_files(dag_id: str, run_id: str, kind: str, _: AccessDep) -> FileResponse
     links = [(str(p.relative_to(folder)), f"file/{quote(str(p.relative_to(folder)))}") for p in found]
     html = render("run_files.html", title=f"{label}: {dag_id} {run_id}", links=links)
     return HTMLResponse(html, headers=HEADERS)
-
-
-class RunFileLink(BaseOperatorLink):
-    """A task's link to one kind of its run's files; empty (no button) where it does not apply."""
-
-    kind: ClassVar[str]
-
-    @property
-    def name(self) -> str:
-        return KINDS[self.kind][0]
-
-    def get_link(self, operator, *, ti_key) -> str:
-        from mailsync.staging import root
-
-        if ti_key.task_id not in KINDS[self.kind][2] or not (root() / ti_key.dag_id).exists():
-            return ""  # another task, or a DAG that is not ours
-        return f"{ui_url()}/mailsync/runs/{quote(ti_key.dag_id)}/{quote(ti_key.run_id, safe='')}/{self.kind}"
-
-
-def ui_url() -> str:
-    """Where people open Airflow (`[api] base_url`), for links that leave the UI (messages)."""
-    from airflow.configuration import conf
-
-    return (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
-
-
-class QualityReportLink(RunFileLink):
-    kind = "quality-report"
-
-
-class QuarantineLink(RunFileLink):
-    kind = "quarantine"
-
-
-class RejectedRecordsLink(RunFileLink):
-    kind = "rejected"
-
-
-class RevenueReportLink(RunFileLink):
-    kind = "revenue"
-
-
-LINKS = [QualityReportLink(), QuarantineLink(), RejectedRecordsLink(), RevenueReportLink()]

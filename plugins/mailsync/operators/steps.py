@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
+from mailsync import links
+
 log = logging.getLogger(__name__)
 EXTRACT, VALID, MAPPED, DIFF, LOAD = "extract", "valid", "mapped", "diff", "load"
 
@@ -87,6 +89,7 @@ class QualityGateOperator(BaseOperator):
     dataset-level failure. Good rows are staged for the next step."""
 
     template_fields: Sequence[str] = ("mapping", "source")
+    operator_extra_links = links.QUALITY
     ui_color = "#fdf3e1"
 
     def __init__(self, *, mapping: str, source: str, **kwargs: Any) -> None:
@@ -101,14 +104,15 @@ class QualityGateOperator(BaseOperator):
         run = _run(context)
         valid = run.area / VALID / self.source
         valid.clear()
-        return validate_chunks(
-            load_mapping(self.mapping),
-            self.source,
-            run.area / EXTRACT / self.source,
-            run.area / "quality" / self.source,
-            label=f"{run.dag_id} {run.label}",
-            write_good=lambda i, good: valid.write_parquet(f"part-{i:05d}.parquet", good),
-        )
+        with links.publish_links(context, self):
+            return validate_chunks(
+                load_mapping(self.mapping),
+                self.source,
+                run.area / EXTRACT / self.source,
+                run.area / "quality" / self.source,
+                label=f"{run.dag_id} {run.label}",
+                write_good=lambda i, good: valid.write_parquet(f"part-{i:05d}.parquet", good),
+            )
 
 
 class MapOperator(BaseOperator):
@@ -177,6 +181,7 @@ class LoadEspMembersOperator(BaseOperator):
     the contacts sync put in the audience are written: nobody is added or subscribed by it."""
 
     template_fields: Sequence[str] = ("mapping", "state", "esp_conn_id")
+    operator_extra_links = links.REJECTED
     ui_color = "#e3f4f4"
 
     def __init__(
@@ -213,9 +218,10 @@ class LoadEspMembersOperator(BaseOperator):
         if run.params.get("dry_run"):
             return {"dry_run": True, "would_send": len(upserts), "not_audience_members": outside}
         hook = EspHook(self.esp_conn_id)
-        counts = sync.load_members(
-            hook, m, self.state, upserts, removals, run_id=run.run_id, out=run.area / LOAD
-        )
+        with links.publish_links(context, self):
+            counts = sync.load_members(
+                hook, m, self.state, upserts, removals, run_id=run.run_id, out=run.area / LOAD
+            )
         log.info("ESP: sent %d, rejected %d, %d not audience members (skipped)", counts["sent"],
                  counts["rejected"], outside)  # fmt: skip
         return {**counts, "not_audience_members": outside}
@@ -223,8 +229,9 @@ class LoadEspMembersOperator(BaseOperator):
 
 class SummaryReportOperator(BaseOperator):
     """The run's summary from its steps' results: one XCom, `report.json`, the DAG run's note;
-    warnings (records the vendor refused) notify on-call."""
+    warnings (records the vendor refused) notify on-call. Links every report file of the run."""
 
+    operator_extra_links = links.ALL
     ui_color = "#f0f0f0"
 
     def __init__(
@@ -263,4 +270,5 @@ class SummaryReportOperator(BaseOperator):
         }
         refused = report["rejected"]
         warnings = [f"The ESP refused {refused} record(s): reasons in the rejected file."] if refused else []
-        return finish(run, extract.get("started_at"), report, warnings, self.headline)
+        with links.publish_links(context, self):
+            return finish(run, extract.get("started_at"), report, warnings, self.headline)

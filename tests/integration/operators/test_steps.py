@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from mailsync.links import ui_url
 from mailsync.operators.steps import (
     DiffOperator,
     LoadEspMembersOperator,
@@ -24,9 +25,20 @@ MAPPING = "legacy_members_to_esp"
 START, END = datetime(2026, 11, 19, 3, tzinfo=UTC), datetime(2026, 11, 20, 3, tzinfo=UTC)
 
 
+class TaskInstance:
+    """The part of a task instance an operator uses outside a run: the XComs it pushes."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = value
+
+
 def _context(**params) -> dict:
     """What an operator reads of its context (mailsync.operators.run.Run.from_context)."""
     return {
+        "ti": TaskInstance(),
         "dag": SimpleNamespace(dag_id="operator_test"),
         "run_id": "manual__operator_test",
         "data_interval_start": START,
@@ -86,6 +98,12 @@ def test_stage_validate_map_diff_and_a_dry_load(table, vendors, connections):
     gate = QualityGateOperator(task_id="validate", mapping=MAPPING, source="members").execute(context)
     assert (gate["rows_good"], gate["rows_quarantined"]) == (21, 2)
     assert set(gate["quarantine_reasons"]) == {"invalid_email", "unknown_club_level"}
+    links = {link.name: link for link in QualityGateOperator.operator_extra_links}
+    run_url = "/mailsync/runs/operator_test/manual__operator_test"
+    assert context["ti"].pushed == {  # the task page's links, now that the files exist
+        links["Quality report"].xcom_key: f"{ui_url()}{run_url}/quality-report",
+        links["Quarantine"].xcom_key: f"{ui_url()}{run_url}/quarantine",
+    }
 
     mapped = MapOperator(task_id="map", mapping=MAPPING, source="members").execute(context)
     assert mapped == {"mapped": 21, "duplicates": 0}
@@ -95,6 +113,7 @@ def test_stage_validate_map_diff_and_a_dry_load(table, vendors, connections):
     vendors.clear_requests()
     load = LoadEspMembersOperator(task_id="load", mapping=MAPPING, state=MAPPING).execute(context)
     assert load == {"dry_run": True, "would_send": 0, "not_audience_members": 21}  # no contacts sync yet
+    assert len(context["ti"].pushed) == 2  # nothing was refused: no Rejected records link
     assert [r for r in vendors.requests("esp") if r["method"] != "GET"] == []
 
 
