@@ -84,35 +84,45 @@ class StageSqlOperator(BaseOperator):
 
 
 class QualityGateOperator(BaseOperator):
-    """The mapping's Great Expectations checks over a staged source: bad rows go to the
+    """The mapping's Great Expectations checks over staged sources: bad rows go to the
     quarantine file with their reason, the run fails only past the mapping's threshold or on a
-    dataset-level failure. Good rows are staged for the next step."""
+    dataset-level failure. Good rows are staged for the next step (`valid/<source>/`).
+
+    `source` is one source (the result is its gate summary) or several checked in turn, like
+    orders and their line items (the result is each source's summary by name)."""
 
     template_fields: Sequence[str] = ("mapping", "source")
     operator_extra_links = links.QUALITY
     ui_color = "#fdf3e1"
 
-    def __init__(self, *, mapping: str, source: str, **kwargs: Any) -> None:
+    def __init__(self, *, mapping: str, source: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mapping = mapping
         self.source = source
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mailsync.mapping.spec import load_mapping
-        from mailsync.operators.staged import validate_chunks
 
-        run = _run(context)
-        valid = run.area / VALID / self.source
-        valid.clear()
+        run, m = _run(context), load_mapping(self.mapping)
+        sources = [self.source] if isinstance(self.source, str) else list(self.source)
         with links.publish_links(context, self):
-            return validate_chunks(
-                load_mapping(self.mapping),
-                self.source,
-                run.area / EXTRACT / self.source,
-                run.area / "quality" / self.source,
-                label=f"{run.dag_id} {run.label}",
-                write_good=lambda i, good: valid.write_parquet(f"part-{i:05d}.parquet", good),
-            )
+            gates = {source: _gate(run, m, source) for source in sources}
+        return gates[self.source] if isinstance(self.source, str) else gates
+
+
+def _gate(run: Any, m: Any, source: str) -> dict[str, Any]:
+    from mailsync.operators.staged import validate_chunks
+
+    valid = run.area / VALID / source
+    valid.clear()
+    return validate_chunks(
+        m,
+        source,
+        run.area / EXTRACT / source,
+        run.area / "quality" / source,
+        label=f"{run.dag_id} {run.label}",
+        write_good=lambda i, good: valid.write_parquet(f"part-{i:05d}.parquet", good),
+    )
 
 
 class MapOperator(BaseOperator):
