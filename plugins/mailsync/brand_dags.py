@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
 from mailsync.brands import Brand, brands_for
 from mailsync.notifications import deadline_alert
@@ -22,6 +22,12 @@ from mailsync.operators.run import logical_date_help
 from mailsync.settings import INCLUDE_DIR, staging_url, task_defaults
 
 START = pendulum.datetime(2026, 11, 1, tz="UTC")
+# what a DAG's last task updates, by name (Asset-scheduled DAGs wait for them)
+ASSETS = {
+    "esp_audience_contacts": "mailsync://esp/audience/contacts",
+    "esp_ecommerce_orders": "mailsync://esp/ecommerce/orders",
+    "crm_contact_engagement": "mailsync://crm/contacts/engagement",
+}
 
 
 def _tick(cron: str) -> str:
@@ -75,6 +81,13 @@ def integration_dag(
         default_args={"owner": brand.owner, **task_defaults(), "execution_timeout": timeout},
         params={**params, "dry_run": Param(False, type="boolean", description=dry_run)},
     )
+
+
+def brand_asset(brand: Brand, name: str) -> Asset:
+    """One of ASSETS for one brand: the default brand's is today's, another brand's its own
+    (`<name>__<brand>`), so a brand's segments wait for that brand's syncs only."""
+    uri = ASSETS[name]
+    return Asset(name=brand.dag_id(name), uri=uri if brand.is_default else f"{uri}/{brand.name}")
 
 
 def brand_dags(integration: str, build) -> dict[str, DAG]:
