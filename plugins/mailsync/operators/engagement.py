@@ -266,20 +266,10 @@ def _store_clicks(run: Run, events: pd.DataFrame, name: str) -> None:
 
 
 def clicks_between(start: datetime, end: datetime) -> pd.DataFrame:
-    """Clicks stored by this DAG with start <= moment < end (empty if it has not run yet)."""
-    import pyarrow.dataset as ds
+    """Moved: mailsync.engagement.clicks.clicks_between (kept until the operators replace this module)."""
+    from mailsync.engagement.clicks import clicks_between as between
 
-    from mailsync.staging import state_area
-
-    area = state_area("esp_to_crm_engagement") / "clicks"
-    if not area.names(".parquet"):
-        return pd.DataFrame({"email": [], "campaign_id": [], "clicked_at": []}).astype(
-            {"email": "string", "campaign_id": "string", "clicked_at": _MOMENT}
-        )
-    dataset = ds.dataset(area.path.path, filesystem=area.path.fs, format="parquet")
-    moment = ds.field("clicked_at")
-    table = dataset.to_table(filter=(moment >= pd.Timestamp(start)) & (moment < pd.Timestamp(end)))
-    return table.to_pandas()
+    return between(INTEGRATION, start, end)
 
 
 # -- diff and load ---------------------------------------------------------------------------------
