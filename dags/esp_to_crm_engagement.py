@@ -26,6 +26,10 @@ the earliest bounce and unsubscribe — and written as absolute values, only whe
 what the CRM last acknowledged. So running a day twice changes nothing, a backfill of older days
 never overwrites a newer "last open", and nothing here ever opts a contact back in.
 
+**Brands:** one DAG per file of `include/brands/` (`esp_to_crm_engagement__<brand>`), each with
+only its brand's ESP and CRM connections, its own sync state, daily store and Asset; without
+brand files (or with `default.yaml`) this DAG keeps its plain id.
+
 ### Runbook (on-call)
 * **Backfill a range** (scheduler running, DAG unpaused):
   ```
@@ -43,123 +47,101 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, Param
 
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brands import Brand
 from mailsync.mapping.spec import load_mapping
-from mailsync.notifications import deadline_alert
-from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run, logical_date_help
-from mailsync.settings import staging_url, task_defaults
-
-staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
-MAPPING = load_mapping("esp_to_crm_engagement")
-CRM_ENGAGEMENT = Asset(name="crm_contact_engagement", uri="mailsync://crm/contacts/engagement")
-
-
-@dag(
-    dag_id="esp_to_crm_engagement",
-    description="Daily ESP → CRM write-back of opens, clicks, bounces and unsubscribes (backfill-safe)",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
-    max_active_runs=1,  # scheduled runs; backfills ignore it: the run lock serialises every run
-    doc_md=__doc__,
-    deadline=deadline_alert("esp_to_crm_engagement"),  # include/notifications.yaml
-    tags=["mailsync", "esp", "crm", "daily", "backfill"],
-    default_args={
-        "owner": "data-engineering",
-        **task_defaults(),
-        "execution_timeout": timedelta(hours=2),
-    },
-    params={
-        "campaign_lookback_days": Param(
-            30,
-            type="integer",
-            minimum=1,
-            maximum=365,
-            description="Read activity of campaigns sent this many days back.",
-            description_md=logical_date_help("00:00")
-            + "\n\n**campaign_lookback_days:** read activity of campaigns sent this many days back.",
-        ),
-        "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the CRM."),
-    },
+from mailsync.operators.crm import WriteBackCrmContactsOperator
+from mailsync.operators.engagement import (
+    EngagementReportOperator,
+    EngagementTotalsOperator,
+    ExtractEspActivityOperator,
 )
-def esp_to_crm_engagement():
-    @task(pre_execute=hold_run_lock)
-    def extract() -> dict:
-        """Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from the ESP.
+from mailsync.operators.lock import hold_run_lock
+from mailsync.operators.steps import QualityGateOperator
 
-        **Inputs:** the `esp_default` connection (Mailchimp), the data interval,
-        `campaign_lookback_days` (campaigns sent that far back are read).
-
-        **When it fails:** nothing is written yet. 401/403: fix the connection's API key; "rerun
-        the task later": the ESP was down past the retry budget, clear the task once it answers.
-        """
-        from mailsync.operators import engagement
-
-        return engagement.extract(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock)
-    def validate(extracted: dict) -> dict:
-        """Great Expectations quality gate on the activity rows; bad rows quarantined with reasons.
-
-        **Inputs:** the staged activity; the checks of `include/mappings/esp_to_crm_engagement.yaml`.
-
-        **When it fails:** past the bad-row threshold: open the quality report named in the error,
-        fix at the source or raise the threshold in the mapping, clear the task.
-        """
-        from mailsync.operators import engagement
-
-        return engagement.validate(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock)
-    def transform(validated: dict) -> dict:
-        """Replace this interval in the daily store; derive touched contacts' values from all days.
-
-        **Inputs:** the valid activity rows, the daily store of every earlier day (so days may run in
-        any order, or twice, with the same result).
-
-        **When it fails:** a mapping error names file, line and key; fix it, clear the task.
-        """
-        from mailsync.operators import engagement
-
-        return engagement.transform(Run.of_current_task())
-
-    @task(retries=5, pre_execute=hold_run_lock)
-    def load(transformed: dict) -> dict:
-        """Batch-update the contacts whose values changed (100 per call); unknown contacts reported.
-
-        **Inputs:** the derived values, the `crm_default` connection (HubSpot). Every CRM record
-        sharing the email is written; a bounce or unsubscribe is never undone.
-
-        **When it fails:** a CRM outage past the retries: clear it once HubSpot answers; values are
-        absolute, so writing them again is harmless. Refused write-backs are retried next run.
-        """
-        from mailsync.operators import engagement
-
-        return engagement.load(Run.of_current_task())
-
-    @task(outlets=[CRM_ENGAGEMENT], pre_execute=hold_run_lock, multiple_outputs=False)
-    def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
-        """The day's counts: events, contacts written, unknown contacts, API calls, duration.
-
-        The one XCom of this task, the run's note (on the run's page) and `report.json`. Refused
-        write-backs notify (include/notifications.yaml).
-
-        **When it fails:** the write-back is done; clear it to get the summary.
-        """
-        from mailsync.operators.report import engagement_report
-
-        return engagement_report(Run.of_current_task(), extracted, validated, transformed, loaded)
-
-    lock = RunLockSensor(task_id="acquire_run_lock")
-    extracted = extract()
-    validated = validate(extracted)
-    transformed = transform(validated)
-    lock >> extracted
-    done = report(extracted, validated, transformed, load(transformed))
-    done >> ReleaseRunLockOperator(task_id="release_run_lock").as_teardown(setups=lock)
+INTEGRATION = "esp_to_crm_engagement"
 
 
-esp_to_crm_engagement()
+def build(brand: Brand) -> DAG:
+    """The integration for one brand: its ESP and CRM connections, state, schedule and owner."""
+    mapping = brand.integration(INTEGRATION).mapping or INTEGRATION
+    load_mapping(mapping)  # a broken mapping shows as an import error in the UI
+    esp, crm = brand.conn_id("esp", INTEGRATION), brand.conn_id("crm", INTEGRATION)
+    with integration_dag(
+        brand,
+        INTEGRATION,
+        doc_md=__doc__,
+        description="Daily ESP → CRM write-back of opens, clicks, bounces and unsubscribes (backfill-safe)",
+        schedule="0 0 * * *",
+        tags=["esp", "crm", "daily", "backfill"],
+        timeout=timedelta(hours=2),
+        params={
+            "campaign_lookback_days": Param(
+                30,
+                type="integer",
+                minimum=1,
+                maximum=365,
+                description="Read activity of campaigns sent this many days back.",
+            )
+        },
+        dry_run="Compute and report; write nothing to the CRM.",
+    ) as dag:
+        extract = ExtractEspActivityOperator(
+            task_id="extract",
+            esp_conn_id=esp,
+            pre_execute=hold_run_lock,
+            doc_md="Stage the interval's campaign activity (opens, clicks, bounces, unsubscribes) from "
+            f"the ESP.\n\n**Inputs:** the `{esp}` connection (Mailchimp), the data interval, "
+            "`campaign_lookback_days` (campaigns sent that far back are read).\n\n**When it fails:** "
+            'nothing is written yet. 401/403: fix the connection\'s API key; "rerun the task later": '
+            "the ESP was down past the retry budget, clear the task once it answers.",
+        )
+        validate = QualityGateOperator(
+            task_id="validate",
+            mapping=mapping,
+            source="activity",
+            pre_execute=hold_run_lock,
+            doc_md="Great Expectations quality gate on the activity rows; bad rows quarantined with "
+            f"reasons.\n\n**Inputs:** the staged activity; the checks of `include/mappings/{mapping}.yaml`."
+            "\n\n**When it fails:** past the bad-row threshold: open the quality report named in the "
+            "error, fix at the source or raise the threshold in the mapping, clear the task.",
+        )
+        transform = EngagementTotalsOperator(
+            task_id="transform",
+            mapping=mapping,
+            pre_execute=hold_run_lock,
+            doc_md="Replace this interval in the daily store; derive touched contacts' values from all "
+            "days.\n\n**Inputs:** the valid activity rows, the daily store of every earlier day (so "
+            "days may run in any order, or twice, with the same result).\n\n**When it fails:** a "
+            "mapping error names file, line and key; fix it, clear the task.",
+        )
+        load = WriteBackCrmContactsOperator(
+            task_id="load",
+            mapping=mapping,
+            state=brand.state(INTEGRATION),
+            crm_conn_id=crm,
+            retries=5,
+            pre_execute=hold_run_lock,
+            doc_md="Batch-update the contacts whose values changed (100 per call); unknown contacts "
+            f"reported.\n\n**Inputs:** the derived values, the `{crm}` connection (HubSpot). Every CRM "
+            "record sharing the email is written; a bounce or unsubscribe is never undone.\n\n"
+            "**When it fails:** a CRM outage past the retries: clear it once HubSpot answers; values "
+            "are absolute, so writing them again is harmless. Refused write-backs are retried next run.",
+        )
+        report = EngagementReportOperator(
+            task_id="report",
+            outlets=[brand_asset(brand, "crm_contact_engagement")],
+            pre_execute=hold_run_lock,
+            doc_md="The day's counts: events, contacts written, unknown contacts, API calls, duration."
+            "\n\nThe one XCom of this task, the run's note (on the run's page) and `report.json`. "
+            "Refused write-backs notify (include/notifications.yaml).\n\n**When it fails:** the "
+            "write-back is done; clear it to get the summary.",
+        )
+        extract >> validate >> transform >> load >> report
+        one_run_at_a_time(extract, report)
+    return dag
+
+
+globals().update(brand_dags(INTEGRATION, build))  # include/brands/*.yaml: a new file is a new DAG

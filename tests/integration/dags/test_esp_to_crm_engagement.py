@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
 from mailsync.hooks.base import VendorUnavailable
-from mailsync.operators import engagement
-from mailsync.operators.run import Run
+from mailsync.operators.crm import WriteBackCrmContactsOperator
+from mailsync.operators.engagement import EngagementTotalsOperator, ExtractEspActivityOperator
+from mailsync.operators.steps import QualityGateOperator
 from tests.integration.dags import dagrun
 from tests.integration.dags.expected_engagement import (
     crm_records,
@@ -31,15 +33,28 @@ def world(vendors, airflow_db, tmp_path):
     return vendors
 
 
+class _TaskInstance:
+    """What the operators use of a task instance outside a run: the link XComs they push."""
+
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
+
+
 def run_day(start: datetime) -> dict:
-    """One interval through the same task functions the DAG calls, in the DAG's order."""
-    run = Run(
-        DAG, f"direct__{start:%Y%m%d}", start, start + timedelta(days=1), {"campaign_lookback_days": 30}
-    )
-    extracted = engagement.extract(run)
-    engagement.validate(run)
-    engagement.transform(run)
-    return {**extracted, **engagement.load(run)}
+    """One interval through the DAG's operators (the default brand's arguments), in its order."""
+    context = {
+        "ti": _TaskInstance(),
+        "dag": SimpleNamespace(dag_id=DAG),
+        "run_id": f"direct__{start:%Y%m%d}",
+        "data_interval_start": start,
+        "data_interval_end": start + timedelta(days=1),
+        "params": {"campaign_lookback_days": 30},
+    }
+    extracted = ExtractEspActivityOperator(task_id="extract", esp_conn_id="esp_default").execute(context)
+    QualityGateOperator(task_id="validate", mapping=DAG, source="activity").execute(context)
+    EngagementTotalsOperator(task_id="transform", mapping=DAG).execute(context)
+    load = WriteBackCrmContactsOperator(task_id="load", mapping=DAG, state=DAG, crm_conn_id="crm_default")
+    return {**extracted, **load.execute(context)}
 
 
 def test_a_week_of_daily_runs_equals_a_direct_computation(world):
