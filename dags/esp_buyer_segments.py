@@ -20,57 +20,52 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import DAG, Param
 
-from mailsync.notifications import deadline_alert
-from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run
-from mailsync.settings import staging_url, task_defaults
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brands import Brand
+from mailsync.operators.lock import hold_run_lock
+from mailsync.operators.segments import STATE, RefreshBuyerSegmentOperator
 
-staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
-ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
-SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/orders")
+INTEGRATION = "esp_buyer_segments"
 
 
-@dag(
-    dag_id="esp_buyer_segments",
-    description="Tag audience members who bought for more than N EUR, after contacts and orders are synced",
-    schedule=ESP_CONTACTS & SHOP_ORDERS,
-    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    deadline=deadline_alert("esp_buyer_segments"),  # include/notifications.yaml
-    tags=["mailsync", "esp", "segments", "asset-scheduled"],
-    default_args={
-        "owner": "data-engineering",
-        **task_defaults(),
-        "execution_timeout": timedelta(hours=1),
-    },
-    params={
-        "threshold_eur": Param(
-            100, type="number", minimum=0, description="Net spend that qualifies a buyer."
-        ),
-        "dry_run": Param(False, type="boolean", description="Report the changes; tag nobody."),
-    },
-)
-def esp_buyer_segments():
-    @task(pre_execute=hold_run_lock)
-    def refresh_segment() -> dict:
-        """Add the tag to members who now qualify, remove it from those who no longer do.
-
-        **Inputs:** the orders snapshot and the contacts sync state (both Assets updated), the
-        `threshold_eur` param, the `esp_default` connection.
-
-        **When it fails:** an ESP outage: clear it once the ESP answers (tagging is idempotent).
-        """
-        from mailsync.operators import segments
-
-        return segments.refresh(Run.of_current_task())
-
-    lock = RunLockSensor(task_id="acquire_run_lock")
-    lock >> refresh_segment() >> ReleaseRunLockOperator(task_id="release_run_lock").as_teardown(setups=lock)
+def build(brand: Brand) -> DAG:
+    """The segment for one brand: its ESP, its audience, its shop DAG's orders snapshot."""
+    esp = brand.conn_id("esp", INTEGRATION)
+    with integration_dag(
+        brand,
+        INTEGRATION,
+        doc_md=__doc__,
+        description="Tag audience members who bought for more than N EUR, after contacts and orders "
+        "are synced",
+        asset_schedule=brand_asset(brand, "esp_audience_contacts")
+        & brand_asset(brand, "esp_ecommerce_orders"),
+        tags=["esp", "segments", "asset-scheduled"],
+        timeout=timedelta(hours=1),
+        params={
+            "threshold_eur": Param(
+                100, type="number", minimum=0, description="Net spend that qualifies a buyer."
+            )
+        },
+        dry_run="Report the changes; tag nobody.",
+    ) as dag:
+        refresh = RefreshBuyerSegmentOperator(
+            task_id="refresh_segment",
+            esp_conn_id=esp,
+            shop_dag_id=brand.dag_id("shop_conversions_to_esp"),
+            state=brand.state(STATE),  # segment:buyers_over_100_eur for the default brand, as before
+            audience_state=brand.state("crm_to_esp_contacts"),
+            orders_mapping=brand.integration("shop_conversions_to_esp").mapping or "shop_orders_to_esp",
+            threshold_eur="{{ params.threshold_eur }}",
+            pre_execute=hold_run_lock,
+            doc_md="Add the tag to members who now qualify, remove it from those who no longer do.\n\n"
+            "**Inputs:** the orders snapshot and the contacts sync state (both Assets updated), the "
+            f"`threshold_eur` param, the `{esp}` connection.\n\n"
+            "**When it fails:** an ESP outage: clear it once the ESP answers (tagging is idempotent).",
+        )
+        one_run_at_a_time(refresh, refresh)
+    return dag
 
 
-esp_buyer_segments()
+globals().update(brand_dags(INTEGRATION, build))  # include/brands/*.yaml: a new file is a new DAG

@@ -36,123 +36,110 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, Param
 
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brands import Brand
 from mailsync.mapping.spec import load_mapping
-from mailsync.notifications import deadline_alert
-from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run, logical_date_help
-from mailsync.settings import staging_url, task_defaults
-
-staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
-MAPPINGS = (load_mapping("shop_orders_to_esp"), load_mapping("shop_buyer_totals_to_esp"))
-SHOP_ORDERS = Asset(name="esp_ecommerce_orders", uri="mailsync://esp/ecommerce/orders")
-
-
-@dag(
-    dag_id="shop_conversions_to_esp",
-    description="Daily shop orders → ESP e-commerce: campaign attribution, buyer totals, revenue report",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
-    max_active_runs=1,  # scheduled runs; backfills ignore it: the run lock serialises every run
-    doc_md=__doc__,
-    deadline=deadline_alert("shop_conversions_to_esp"),  # include/notifications.yaml
-    tags=["mailsync", "shop", "esp", "daily", "revenue"],
-    default_args={
-        "owner": "data-engineering",
-        **task_defaults(),
-        "execution_timeout": timedelta(hours=2),
-    },
-    params={
-        "report_days": Param(
-            30,
-            type="integer",
-            minimum=1,
-            maximum=366,
-            description="Days covered by the revenue report.",
-            description_md=logical_date_help("00:00")
-            + "\n\n**report_days:** days covered by the revenue report.",
-        ),
-        "dry_run": Param(False, type="boolean", description="Compute and report; write nothing to the ESP."),
-    },
+from mailsync.operators.lock import hold_run_lock
+from mailsync.operators.shop import (
+    ExtractShopOrdersOperator,
+    LoadShopOrdersOperator,
+    ShopReportOperator,
+    TransformShopOrdersOperator,
 )
-def shop_conversions_to_esp():
-    @task(pre_execute=hold_run_lock)
-    def extract() -> dict:
-        """Stage the orders (and line items) created or updated in the interval.
+from mailsync.operators.steps import QualityGateOperator
 
-        **Inputs:** the `shop_default` connection (Shopify), the data interval (refunds and
-        cancellations of older orders included).
-
-        **When it fails:** nothing is written yet. 401/403: fix the connection's token; "rerun the
-        task later": the shop was down past the retry budget, clear the task once it answers.
-        """
-        from mailsync.operators import shop
-
-        return shop.extract(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock)
-    def validate(extracted: dict) -> dict:
-        """Great Expectations quality gate on orders and line items; bad rows quarantined.
-
-        **Inputs:** the staged orders and lines; the checks of
-        `include/mappings/shop_conversions_to_esp.yaml`.
-
-        **When it fails:** past the bad-row threshold: open the quality report named in the error,
-        fix at the source or raise the threshold in the mapping, clear the task.
-        """
-        from mailsync.operators import shop
-
-        return shop.validate(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock)
-    def transform(validated: dict) -> dict:
-        """Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the revenue report.
-
-        **Inputs:** the valid orders, the orders snapshot, engagement clicks (last-click attribution),
-        `include/rates/eur_daily.csv`.
-
-        **When it fails:** a currency without a rate names the currency and day: add the rate to
-        the rates file, clear the task. A mapping error names file, line and key.
-        """
-        from mailsync.operators import shop
-
-        return shop.transform(Run.of_current_task())
-
-    @task(retries=5, pre_execute=hold_run_lock)
-    def load(transformed: dict) -> dict:
-        """Products, orders (replacing earlier versions) and buyer totals, for audience members only.
-
-        **Inputs:** the transform's ESP orders and buyer totals, the `esp_default` connection.
-
-        **When it fails:** an ESP outage past the retries: clear it once the ESP answers; the state
-        knows what was acknowledged, nothing is sent twice.
-        """
-        from mailsync.operators import shop
-
-        return shop.load(Run.of_current_task())
-
-    @task(outlets=[SHOP_ORDERS], pre_execute=hold_run_lock, multiple_outputs=False)
-    def report(extracted: dict, validated: dict, transformed: dict, loaded: dict) -> dict:
-        """Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and HTML report.
-
-        The one XCom of this task, the run's note (on the run's page) and `report.json`.
-
-        **When it fails:** the load is done; clear it to get the summary.
-        """
-        from mailsync.operators.report import shop_report
-
-        return shop_report(Run.of_current_task(), extracted, validated, transformed, loaded)
-
-    lock = RunLockSensor(task_id="acquire_run_lock")
-    extracted = extract()
-    validated = validate(extracted)
-    transformed = transform(validated)
-    lock >> extracted
-    done = report(extracted, validated, transformed, load(transformed))
-    done >> ReleaseRunLockOperator(task_id="release_run_lock").as_teardown(setups=lock)
+INTEGRATION = "shop_conversions_to_esp"
+ORDERS, BUYERS = "shop_orders_to_esp", "shop_buyer_totals_to_esp"  # mappings and state names
 
 
-shop_conversions_to_esp()
+def build(brand: Brand) -> DAG:
+    """The integration for one brand: its shop and ESP, its states, its audience and clicks."""
+    orders_mapping = brand.integration(INTEGRATION).mapping or ORDERS
+    load_mapping(orders_mapping), load_mapping(BUYERS)  # a broken mapping shows as an import error
+    shop, esp = brand.conn_id("shop", INTEGRATION), brand.conn_id("esp", INTEGRATION)
+    engagement = brand.dag_id("esp_to_crm_engagement")
+    with integration_dag(
+        brand,
+        INTEGRATION,
+        doc_md=__doc__,
+        description="Daily shop orders → ESP e-commerce: campaign attribution, buyer totals, revenue report",
+        schedule="0 0 * * *",
+        catchup=True,  # every interval runs: days missed while the scheduler was down are not lost
+        tags=["shop", "esp", "daily", "revenue"],
+        timeout=timedelta(hours=2),
+        params={
+            "report_days": Param(
+                30, type="integer", minimum=1, maximum=366, description="Days covered by the revenue report."
+            )
+        },
+        dry_run="Compute and report; write nothing to the ESP.",
+    ) as dag:
+        extract = ExtractShopOrdersOperator(
+            task_id="extract",
+            shop_conn_id=shop,
+            pre_execute=hold_run_lock,
+            doc_md="Stage the orders (and line items) created or updated in the interval.\n\n"
+            f"**Inputs:** the `{shop}` connection (Shopify), the data interval (refunds and "
+            "cancellations of older orders included).\n\n"
+            "**When it fails:** nothing is written yet. 401/403: fix the connection's token; \"rerun "
+            'the task later": the shop was down past the retry budget, clear the task once it answers.',
+        )
+        validate = QualityGateOperator(
+            task_id="validate",
+            mapping=orders_mapping,
+            source=["orders", "lines"],
+            pre_execute=hold_run_lock,
+            doc_md="Great Expectations quality gate on orders and line items; bad rows quarantined.\n\n"
+            "**Inputs:** the staged orders and lines; the checks of "
+            f"`include/mappings/{orders_mapping}.yaml`.\n\n"
+            "**When it fails:** past the bad-row threshold: open the quality report named in the "
+            "error, fix at the source or raise the threshold in the mapping, clear the task.",
+        )
+        transform = TransformShopOrdersOperator(
+            task_id="transform",
+            esp_conn_id=esp,
+            orders_mapping=orders_mapping,
+            buyers_mapping=BUYERS,
+            orders_state=brand.state(ORDERS),
+            engagement_dag_id=engagement,
+            pre_execute=hold_run_lock,
+            doc_md="Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the "
+            "revenue report.\n\n**Inputs:** the valid orders, the orders snapshot, engagement clicks "
+            f"(last-click attribution, stored by `{engagement}`), the `{esp}` connection (campaigns), "
+            "`include/rates/eur_daily.csv`.\n\n"
+            "**When it fails:** a currency without a rate names the currency and day: add the rate "
+            "to the rates file, clear the task. A mapping error names file, line and key.",
+        )
+        load = LoadShopOrdersOperator(
+            task_id="load",
+            esp_conn_id=esp,
+            orders_mapping=orders_mapping,
+            buyers_mapping=BUYERS,
+            orders_state=brand.state(ORDERS),
+            buyers_state=brand.state(BUYERS),
+            products_state=brand.state("shop_products"),
+            audience_state=brand.state("crm_to_esp_contacts"),
+            retries=5,
+            pre_execute=hold_run_lock,
+            doc_md="Products, orders (replacing earlier versions) and buyer totals, for audience "
+            "members only.\n\n**Inputs:** the transform's ESP orders and buyer totals, the "
+            f"`{esp}` connection, the audience of `{brand.dag_id('crm_to_esp_contacts')}`.\n\n"
+            "**When it fails:** an ESP outage past the retries: clear it once the ESP answers; the "
+            "state knows what was acknowledged, nothing is sent twice.",
+        )
+        report = ShopReportOperator(
+            task_id="report",
+            outlets=[brand_asset(brand, "esp_ecommerce_orders")],
+            pre_execute=hold_run_lock,
+            doc_md="Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and "
+            "HTML report.\n\nThe one XCom of this task, the run's note (on the run's page) and "
+            "`report.json`.\n\n**When it fails:** the load is done; clear it to get the summary.",
+        )
+        extract >> validate >> transform >> load >> report
+        one_run_at_a_time(extract, report)
+    return dag
+
+
+globals().update(brand_dags(INTEGRATION, build))  # include/brands/*.yaml: a new file is a new DAG

@@ -47,7 +47,7 @@ class Page(HTMLParser):
 
 
 def revenue_table(titles: list[str]) -> pd.DataFrame:
-    """The shape of mailsync.operators.shop.revenue_table's result, one row per title."""
+    """The shape of mailsync.shop.revenue.revenue_table's result, one row per title."""
     n = len(titles)
     return pd.DataFrame(
         {

@@ -113,14 +113,28 @@ def world(vendors, staging):
 
 
 def shop_day(start: datetime) -> None:
-    """One shop interval through the DAG's task functions (as run_day does for engagement)."""
-    from mailsync.operators import shop
+    """One shop interval through the DAG's operators, `execute` called directly (as run_day does
+    for engagement), with the default brand's connections and states."""
+    from types import SimpleNamespace
 
-    run = Run("shop_conversions_to_esp", f"direct__{start:%Y%m%d}", start, start + timedelta(days=1), {})
-    shop.extract(run)
-    shop.validate(run)
-    shop.transform(run)
-    shop.load(run)
+    from mailsync.operators import shop
+    from mailsync.operators.steps import QualityGateOperator
+
+    context = {
+        "ti": SimpleNamespace(xcom_push=lambda key, value: None),  # the report links: not needed here
+        "dag": SimpleNamespace(dag_id="shop_conversions_to_esp"),
+        "run_id": f"direct__{start:%Y%m%d}",
+        "data_interval_start": start,
+        "data_interval_end": start + timedelta(days=1),
+        "params": {},
+    }
+    for step in (
+        shop.ExtractShopOrdersOperator(task_id="extract"),
+        QualityGateOperator(task_id="validate", mapping="shop_orders_to_esp", source=["orders", "lines"]),
+        shop.TransformShopOrdersOperator(task_id="transform"),
+        shop.LoadShopOrdersOperator(task_id="load"),
+    ):
+        step.execute(context)
 
 
 def norm(value) -> str:
