@@ -58,6 +58,10 @@ file, and whether to fail or go on with the last known tiers), `allow_mass_remov
 `max_removal_share` (a safety stop against archiving much of the audience by mistake),
 `mirror` (also archive ESP members the CRM does not have; implies `full_refresh`).
 
+**Brands:** one DAG per file of `include/brands/` (`crm_to_esp_contacts__<brand>`), each with
+only its brand's CRM, ESP and SFTP connections, its own snapshot and sync state; the default
+brand keeps the plain id.
+
 **When it fails:** read the failed task's log (it says what to check). A quality failure: open
 the report; fix at the source or raise the threshold in the mapping; clear the `validate` task.
 An API outage: clear the failed task once the service is back — loads resume where the
@@ -68,249 +72,203 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import DAG, Param
 
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brands import Brand
 from mailsync.mapping.spec import load_mapping
-from mailsync.notifications import deadline_alert
-from mailsync.operators.lock import ReleaseRunLockOperator, RunLockSensor, hold_run_lock
-from mailsync.operators.run import Run, logical_date_help
-from mailsync.operators.sensors import LoyaltyFileSensor
-from mailsync.settings import BUCKETS, staging_url, task_defaults
-
-staging_url()  # a staging URL no worker could use is this file's import error, shown in the UI
-MAPPING = load_mapping("crm_to_esp_contacts")  # a broken mapping shows as an import error in the UI
-ESP_CONTACTS = Asset(name="esp_audience_contacts", uri="mailsync://esp/audience/contacts")
-
-
-@dag(
-    dag_id="crm_to_esp_contacts",
-    description="Nightly CRM → ESP contact sync (profile, consent, loyalty tier), only what changed",
-    schedule=CronDataIntervalTimetable("0 2 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
-    catchup=False,  # a stateful sync: one run catches up skipped nights (see Extract above)
-    max_active_runs=1,
-    doc_md=__doc__,
-    deadline=deadline_alert("crm_to_esp_contacts"),  # include/notifications.yaml
-    tags=["mailsync", "crm", "esp", "nightly"],
-    default_args={
-        "owner": "data-engineering",
-        **task_defaults(),
-        "execution_timeout": timedelta(hours=3),
-    },
-    params={
-        "full_refresh": Param(
-            False,
-            type="boolean",
-            description="Pull every CRM contact instead of the interval's changes.",
-            description_md=logical_date_help("02:00")
-            + "\n\n**full_refresh:** pull every CRM contact instead of the interval's changes.",
-        ),
-        "dry_run": Param(
-            False, type="boolean", description="Compute and report the difference; write nothing to the ESP."
-        ),
-        "partitions": Param(
-            2, type="integer", minimum=1, maximum=BUCKETS, description="Parallel load tasks."
-        ),
-        "loyalty_wait_minutes": Param(
-            120, type="integer", minimum=0, description="How long to wait for the loyalty file."
-        ),
-        "loyalty_required": Param(
-            False,
-            type="boolean",
-            description="Fail when the loyalty file does not come (else keep last tiers).",
-        ),
-        "allow_mass_removal": Param(
-            False, type="boolean", description="Allow archiving more than max_removal_share of the audience."
-        ),
-        "max_removal_share": Param(
-            0.1, type="number", minimum=0, maximum=1, description="Safety stop for removals."
-        ),
-        "mirror": Param(
-            False,
-            type="boolean",
-            description="First sync against an existing audience: also archive (on_removed) every ESP "
-            "member the CRM does not have. Implies full_refresh; counted by the removal stop.",
-        ),
-    },
+from mailsync.operators.contacts import (
+    CommitSnapshotsOperator,
+    ContactsQualityGateOperator,
+    ContactsReportOperator,
+    DiffContactsOperator,
+    ExtractCrmContactsOperator,
+    ExtractLoyaltyFileOperator,
+    GuardRemovalsOperator,
+    ListAudienceOperator,
+    LoadContactsOperator,
+    PlanPartitionsOperator,
+    TransformContactsOperator,
 )
-def crm_to_esp_contacts():
-    loyalty_day = LoyaltyFileSensor(
-        task_id="wait_for_loyalty_file",
-        doc_md="Waits (reschedule mode, no worker slot held) for the night's loyalty file and its "
-        "done-marker on SFTP.\n\n**Inputs:** the `loyalty_sftp` connection; `loyalty_wait_minutes`.\n\n"
-        "**Returns** the file's day and whether it was found: when it was not and `loyalty_required` "
-        "is false, the run goes on with the last known tiers (the report says `loyalty: missing`).\n\n"
-        "**When it fails:** only with `loyalty_required`: ask the partner for the file, then clear "
-        "this task.",
-    )
+from mailsync.operators.lock import hold_run_lock
+from mailsync.operators.sensors import LoyaltyFileSensor
+from mailsync.settings import BUCKETS
 
-    lock = RunLockSensor(task_id="acquire_run_lock")
+INTEGRATION = "crm_to_esp_contacts"
+PARAMS = {
+    "full_refresh": Param(
+        False, type="boolean", description="Pull every CRM contact instead of the interval's changes."
+    ),
+    "partitions": Param(2, type="integer", minimum=1, maximum=BUCKETS, description="Parallel load tasks."),
+    "loyalty_wait_minutes": Param(
+        120, type="integer", minimum=0, description="How long to wait for the loyalty file."
+    ),
+    "loyalty_required": Param(
+        False, type="boolean", description="Fail when the loyalty file does not come (else keep last tiers)."
+    ),
+    "allow_mass_removal": Param(
+        False, type="boolean", description="Allow archiving more than max_removal_share of the audience."
+    ),
+    "max_removal_share": Param(
+        0.1, type="number", minimum=0, maximum=1, description="Safety stop for removals."
+    ),
+    "mirror": Param(
+        False,
+        type="boolean",
+        description="First sync against an existing audience: also archive (on_removed) every ESP "
+        "member the CRM does not have. Implies full_refresh; counted by the removal stop.",
+    ),
+}
 
-    @task(pre_execute=hold_run_lock)
-    def extract_contacts() -> dict:
-        """Stage the CRM contacts modified in the interval (all with `full_refresh`) as Parquet chunks.
 
-        **Inputs:** the `crm_default` connection (HubSpot), the data interval, the high-water mark
-        of the last completed night (skipped nights are caught up).
-
-        **When it fails:** nothing has been written yet. 401/403: fix the connection's token. "still
-        failing ... rerun the task later": the CRM was down past the retry budget; clear the task
-        once it answers. `IncompleteExtract`: the listing ended early; clear the task.
-        """
-        from mailsync.operators import contacts
-
-        return contacts.extract(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock)
-    def extract_loyalty(sensed: dict) -> dict:
-        """Download the loyalty file (checked against its done-marker), parse it in the mapping's dialect.
-
-        **Inputs:** the sensor's result, the `loyalty_sftp` connection, `sources.loyalty.file` of
-        the mapping (encodings, delimiters, header, completeness).
-
-        **When it fails:** a file that cannot be used is refused, not failed: the night goes on
-        with the last tiers and the report says `loyalty: rejected` with the reason. It fails only
-        with `loyalty_required` (ask the partner for a corrected file) or on an SFTP outage (clear
-        it once the server answers).
-        """
-        from mailsync.operators import contacts
-
-        return contacts.extract_loyalty(Run.of_current_task(), sensed)
-
-    @task(pre_execute=hold_run_lock)
-    def validate(extracted: dict, loyalty: dict) -> dict:
-        """Great Expectations quality gate: quarantine bad rows with reasons; fail past the threshold.
-
-        **Inputs:** the staged contacts and loyalty rows; the checks of
-        `include/mappings/crm_to_esp_contacts.yaml`.
-
-        **When it fails:** too many bad rows, or a dataset-level failure (missing columns, too many
-        duplicate emails). Open the quality report named in the error; fix the data at the source,
-        or raise `bad_row_threshold` in the mapping if the data is right; clear this task.
-        """
-        from mailsync.operators import contacts
-
-        return contacts.validate(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock, multiple_outputs=False)
-    def list_audience(extracted: dict) -> dict:
-        """With `mirror`: list the ESP audience and stage the members no CRM contact has (else nothing).
-
-        **Inputs:** the `esp_default` connection (Mailchimp), the staged contacts.
-
-        **When it fails:** an ESP outage or credentials: fix or wait, then clear it.
-        """
-        from mailsync.operators import contacts
-
-        return contacts.list_audience(Run.of_current_task())
-
-    @task(pre_execute=hold_run_lock)
-    def plan(extracted: dict, validated: dict) -> list[dict]:
-        """Split the key buckets into the `partitions` param's number of partitions.
-
-        **Inputs:** the `partitions` param. The result does not depend on it.
-
-        **When it fails:** it cannot, short of a broken deployment: read its log.
-        """
-        from mailsync.operators.run import partitions
-
-        full = extracted["mode"] == "full"
-        return [
-            {"partition": i, "buckets": b, "full": full}
-            for i, b in enumerate(partitions(Run.of_current_task().params["partitions"], BUCKETS))
-        ]
-
-    @task(
-        pre_execute=hold_run_lock,
-        doc_md="Merge tonight's rows into the next contacts snapshot (committed after the loads); "
-        "map to ESP members (mapping YAML).\n\n**Inputs:** one partition's key buckets, the valid "
-        "rows, the current snapshot.\n\n**When it fails:** a mapping error names file, line and "
-        "key: fix the mapping, then clear the task. Nothing was sent yet.",
-    )  # mapped tasks take no doc from the docstring
-    def transform(part: dict) -> dict:
-        from mailsync.operators import contacts
-
-        return contacts.transform(
-            Run.of_current_task(), part["partition"], part["buckets"], full=part["full"]
+def build(brand: Brand) -> DAG:
+    """The nightly sync for one brand: its CRM, ESP and SFTP connections, snapshot and state."""
+    mapping = brand.integration(INTEGRATION).mapping or INTEGRATION
+    load_mapping(mapping)  # a broken mapping shows as an import error in the UI
+    crm, esp = brand.conn_id("crm", INTEGRATION), brand.conn_id("esp", INTEGRATION)
+    sftp, state = brand.conn_id("loyalty_sftp", INTEGRATION), brand.state(INTEGRATION)
+    with integration_dag(
+        brand,
+        INTEGRATION,
+        doc_md=__doc__,
+        description="Nightly CRM → ESP contact sync (profile, consent, loyalty tier), only what changed",
+        schedule="0 2 * * *",
+        catchup=False,  # a stateful sync: one run catches up skipped nights (see Extract above)
+        tags=["crm", "esp", "nightly"],
+        timeout=timedelta(hours=3),
+        params=PARAMS,
+        dry_run="Compute and report the difference; write nothing to the ESP.",
+    ) as dag:
+        sensed = LoyaltyFileSensor(
+            task_id="wait_for_loyalty_file",
+            sftp_conn_id=sftp,
+            doc_md="Waits (reschedule mode, no worker slot held) for the night's loyalty file and its "
+            f"done-marker on SFTP.\n\n**Inputs:** the `{sftp}` connection; `loyalty_wait_minutes`.\n\n"
+            "**Returns** the file's day and whether it was found: when it was not and `loyalty_required` "
+            "is false, the run goes on with the last known tiers (the report says `loyalty: missing`).\n\n"
+            "**When it fails:** only with `loyalty_required`: ask the partner for the file, then clear "
+            "this task.",
         )
+        extracted = ExtractCrmContactsOperator(
+            task_id="extract_contacts",
+            crm_conn_id=crm,
+            mapping=mapping,
+            pre_execute=hold_run_lock,
+            doc_md="Stages the CRM contacts modified in the interval (all with `full_refresh`) as Parquet "
+            f"chunks.\n\n**Inputs:** the `{crm}` connection (HubSpot), the data interval, the high-water "
+            "mark of the last completed night (skipped nights are caught up).\n\n**When it fails:** "
+            "nothing has been written yet. 401/403: fix the connection's token. \"still failing ... rerun "
+            'the task later": the CRM was down past the retry budget; clear the task once it answers. '
+            "`IncompleteExtract`: the listing ended early; clear the task.",
+        )
+        loyalty = ExtractLoyaltyFileOperator(
+            task_id="extract_loyalty",
+            sensed=sensed.output,
+            sftp_conn_id=sftp,
+            mapping=mapping,
+            pre_execute=hold_run_lock,
+            doc_md="Downloads the loyalty file (checked against its done-marker) and parses it in the "
+            f"mapping's dialect.\n\n**Inputs:** the sensor's result, the `{sftp}` connection, "
+            "`sources.loyalty.file` of the mapping (encodings, delimiters, header, completeness).\n\n"
+            "**When it fails:** a file that cannot be used is refused, not failed: the night goes on "
+            "with the last tiers and the report says `loyalty: rejected` with the reason. It fails only "
+            "with `loyalty_required` (ask the partner for a corrected file) or on an SFTP outage (clear "
+            "it once the server answers).",
+        )
+        validated = ContactsQualityGateOperator(
+            task_id="validate",
+            mapping=mapping,
+            pre_execute=hold_run_lock,
+            doc_md="Great Expectations quality gate: quarantines bad rows with reasons; fails past the "
+            "threshold.\n\n**Inputs:** the staged contacts and loyalty rows; the checks of "
+            f"`include/mappings/{mapping}.yaml`.\n\n**When it fails:** too many bad rows, or a "
+            "dataset-level failure (missing columns, too many duplicate emails). Open the Quality report "
+            "link; fix the data at the source, or raise `bad_row_threshold` in the mapping if the data is "
+            "right; clear this task.",
+        )
+        audience = ListAudienceOperator(
+            task_id="list_audience",
+            esp_conn_id=esp,
+            pre_execute=hold_run_lock,
+            doc_md="With `mirror`: lists the ESP audience and stages the members no CRM contact has (else "
+            f"nothing).\n\n**Inputs:** the `{esp}` connection (Mailchimp), the staged contacts.\n\n"
+            "**When it fails:** an ESP outage or credentials: fix or wait, then clear it.",
+        )
+        plan = PlanPartitionsOperator(
+            task_id="plan",
+            extracted=extracted.output,
+            pre_execute=hold_run_lock,
+            doc_md="Splits the key buckets into the `partitions` param's number of partitions.\n\n"
+            "**Inputs:** the `partitions` param. The result does not depend on it.\n\n**When it fails:** "
+            "it cannot, short of a broken deployment: read its log.",
+        )
+        transformed = TransformContactsOperator.partial(
+            task_id="transform",
+            mapping=mapping,
+            pre_execute=hold_run_lock,
+            doc_md="Merges tonight's rows into the next contacts snapshot (committed after the loads); "
+            "maps to ESP members (mapping YAML).\n\n**Inputs:** one partition's key buckets, the valid "
+            "rows, the current snapshot.\n\n**When it fails:** a mapping error names file, line and "
+            "key: fix the mapping, then clear the task. Nothing was sent yet.",
+        ).expand(part=plan.output)
+        diffs = DiffContactsOperator.partial(
+            task_id="diff",
+            state=state,
+            pre_execute=hold_run_lock,
+            doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."
+            f"\n\n**Inputs:** the transform's members, the sync state `{state}` (`mailsync_state`).\n\n"
+            "**When it fails:** the state database was unreachable: clear the task once it is back.",
+        ).expand(transformed=transformed.output)
+        guarded = GuardRemovalsOperator(
+            task_id="check_removals",
+            diffs=diffs.output,
+            pre_execute=hold_run_lock,
+            doc_md="Safety stop over all partitions before anything is sent: too many removals fail the "
+            "run.\n\n**Inputs:** every partition's diff; `max_removal_share`, `allow_mass_removal`.\n\n"
+            "**When it fails:** nothing was sent. Find out why so many members would go (a CRM export "
+            "gone wrong?). If it is intended, trigger the night again with `allow_mass_removal`.",
+        )
+        loads = LoadContactsOperator.partial(
+            task_id="load",
+            esp_conn_id=esp,
+            mapping=mapping,
+            state=state,
+            retries=5,
+            pre_execute=hold_run_lock,
+            doc_md="Batch-upserts the difference, archives removed contacts; the state advances per "
+            f"acknowledged batch.\n\n**Inputs:** one partition's diff, the `{esp}` connection.\n\n"
+            "**When it fails:** an ESP outage past the retries: clear it once the ESP answers. It resumes "
+            "where the acknowledgements stopped; nothing is sent twice. Members the ESP refused are in "
+            "the Rejected records link and sent again next night.",
+        ).expand(diffed=guarded.output)
+        committed = CommitSnapshotsOperator(
+            task_id="commit",
+            pre_execute=hold_run_lock,
+            doc_md="After every partition loaded: tonight's snapshots become current, the high-water mark "
+            "advances.\n\n**Inputs:** the loads' results, the staged snapshots.\n\n**When it fails:** "
+            "the snapshot and the mark stay as they were, so the next night repeats tonight's work (safe: "
+            "the state knows what was sent). Clear it to finish tonight.",
+        )
+        report = ContactsReportOperator(
+            task_id="report",
+            extracted=extracted.output,
+            loyalty=loyalty.output,
+            validated=validated.output,
+            loads=loads.output,
+            outlets=[brand_asset(brand, "esp_audience_contacts")],
+            pre_execute=hold_run_lock,
+            doc_md="Counts per stage, API calls and duration: this run's summary. The one XCom of this "
+            "task, the run's note (Markdown, on the run's page, through the `airflow_api` connection) "
+            "and `report.json` beside the run's files. Warnings (a refused or missing loyalty file, "
+            "members the ESP refused) notify (include/notifications.yaml).\n\n**When it fails:** the "
+            "sync itself is done; clear it to get the summary.",
+        )
+        [extracted, loyalty] >> validated >> plan
+        audience << extracted
+        audience >> plan
+        loads >> committed >> report
+        one_run_at_a_time([extracted, loyalty], report)
+    return dag
 
-    @task(
-        pre_execute=hold_run_lock,
-        doc_md="Desired members vs what the ESP acknowledged: new, changed, unchanged, to remove."
-        "\n\n**Inputs:** the transform's members, the sync state (`mailsync_state`).\n\n"
-        "**When it fails:** the state database was unreachable: clear the task once it is back.",
-    )  # mapped tasks take no doc from the docstring
-    def diff(transformed: dict) -> dict:
-        from mailsync.operators import contacts
 
-        return contacts.diff(Run.of_current_task(), transformed)
-
-    @task(pre_execute=hold_run_lock)
-    def check_removals(diffs: list[dict]) -> list[dict]:
-        """Safety stop over all partitions before anything is sent: too many removals fail the run.
-
-        **Inputs:** every partition's diff; `max_removal_share`, `allow_mass_removal`.
-
-        **When it fails:** nothing was sent. Find out why so many members would go (a CRM export
-        gone wrong?). If it is intended, trigger the night again with `allow_mass_removal`.
-        """
-        from mailsync.operators import contacts
-
-        return contacts.guard_removals(Run.of_current_task(), diffs)
-
-    @task(
-        retries=5,
-        pre_execute=hold_run_lock,
-        doc_md="Batch-upsert the difference, archive removed contacts; state advances per acked batch."
-        "\n\n**Inputs:** one partition's diff, the `esp_default` connection.\n\n**When it fails:** an "
-        "ESP outage past the retries: clear it once the ESP answers. It resumes where the "
-        "acknowledgements stopped; nothing is sent twice. Members the ESP refused are in the "
-        "rejected file and sent again next night.",
-    )  # mapped tasks take no doc from the docstring
-    def load(diffed: dict) -> dict:
-        from mailsync.operators import contacts
-
-        run = Run.of_current_task()
-        return contacts.load(run, diffed, partitions=int(run.params["partitions"]))
-
-    @task(pre_execute=hold_run_lock)
-    def commit(loads: list[dict]) -> dict:
-        """After every partition loaded: tonight's snapshots become current, the high-water mark advances.
-
-        **Inputs:** the loads' results, the staged snapshots.
-
-        **When it fails:** the snapshot and the mark stay as they were, so the next night repeats
-        tonight's work (safe: the state knows what was sent). Clear it to finish tonight.
-        """
-        from mailsync.operators import contacts
-
-        return contacts.commit(Run.of_current_task())
-
-    @task(outlets=[ESP_CONTACTS], pre_execute=hold_run_lock, multiple_outputs=False)
-    def report(extracted: dict, loyalty: dict, validated: dict, loads: list[dict], committed: dict) -> dict:
-        """Counts per stage, API calls and duration: this run's summary.
-
-        The one XCom of this task, the run's note (Markdown, on the run's page, through the
-        `airflow_api` connection) and `report.json` beside the run's files. Warnings (a refused or
-        missing loyalty file, members the ESP refused) notify (include/notifications.yaml).
-
-        **When it fails:** the sync itself is done; clear it to get the summary.
-        """
-        from mailsync.operators.report import contacts_report
-
-        return contacts_report(Run.of_current_task(), extracted, loyalty, validated, loads)
-
-    release = ReleaseRunLockOperator(task_id="release_run_lock")
-    extracted = extract_contacts()
-    loyalty = extract_loyalty(loyalty_day.output)
-    lock >> [extracted, loyalty]
-    validated = validate(extracted, loyalty)
-    planned = plan(extracted, validated)
-    list_audience(extracted) >> planned
-    diffs = diff.expand(transformed=transform.expand(part=planned))
-    loads = load.expand(diffed=check_removals(diffs))
-    report(extracted, loyalty, validated, loads, commit(loads)) >> release.as_teardown(setups=lock)
-
-
-crm_to_esp_contacts()
+globals().update(brand_dags(INTEGRATION, build))  # include/brands/*.yaml: a new file is a new DAG

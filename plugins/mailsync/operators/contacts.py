@@ -126,8 +126,8 @@ class PlanPartitionsOperator(BaseOperator):
         from mailsync.settings import BUCKETS
 
         full = self.extracted["mode"] == "full"
-        count = _run(context).params["partitions"]
-        return [{"partition": i, "buckets": b, "full": full} for i, b in enumerate(partitions(count, BUCKETS))]
+        split = partitions(_run(context).params["partitions"], BUCKETS)
+        return [{"partition": i, "buckets": b, "full": full} for i, b in enumerate(split)]
 
 
 class TransformContactsOperator(BaseOperator):

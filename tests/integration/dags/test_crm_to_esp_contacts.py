@@ -175,19 +175,21 @@ def test_dry_run_reports_the_difference_and_writes_nothing(world):
 
 KILL_SCRIPT = """
 import sys
-from mailsync.operators import contacts
+from mailsync.contacts.members import load
+from mailsync.hooks.esp import EspHook
+from mailsync.mapping.spec import load_mapping
 from mailsync.operators.run import Run
 import pendulum, json
 start, end, params = pendulum.parse(sys.argv[1]), pendulum.parse(sys.argv[2]), json.loads(sys.argv[3])
 run = Run("crm_to_esp_contacts", "kill-test", start, end, params)
-print(contacts.load(run, json.loads(sys.argv[4]), partitions=1))
+m = load_mapping("crm_to_esp_contacts")
+print(load(run, EspHook(), m, "crm_to_esp_contacts", json.loads(sys.argv[4]), partitions=1))
 """
 
 
 def test_a_load_killed_midway_resumes_without_loss_or_duplicates(world, tmp_path, connections):
     """Kill -9 the load while batches are in flight; the rerun sends only what was not acknowledged."""
     run = dagrun.run(DAG, NIGHT1, full_refresh=True, dry_run=True, partitions=1, **QUICK)  # stage the diff
-    from mailsync.operators.contacts import INTEGRATION
     from mailsync.state import SyncState
 
     diffed = {"partition": 0, "buckets": list(range(32))}
@@ -201,7 +203,7 @@ def test_a_load_killed_midway_resumes_without_loss_or_duplicates(world, tmp_path
         "AIRFLOW_CONN_ESP_DEFAULT": json.dumps(slow_esp),
     }
     worker = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, *args], env=env, start_new_session=True)
-    state = SyncState(INTEGRATION)
+    state = SyncState(DAG)  # the default brand's state is named as its DAG
     deadline = time.monotonic() + 60
     while state.count() < 150 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -210,11 +212,18 @@ def test_a_load_killed_midway_resumes_without_loss_or_duplicates(world, tmp_path
     acked_before = state.count()
     assert 150 <= acked_before < 900
     world.clear_faults("esp")
-    from mailsync.operators import contacts
+    from mailsync.contacts.members import load
+    from mailsync.hooks.esp import EspHook
+    from mailsync.mapping.spec import load_mapping
     from mailsync.operators.run import Run
 
-    resumed = contacts.load(
-        Run(DAG, "resume", run.data_interval_start, run.data_interval_end, {}), diffed, partitions=1
+    resumed = load(
+        Run(DAG, "resume", run.data_interval_start, run.data_interval_end, {}),
+        EspHook(),
+        load_mapping(DAG),
+        DAG,
+        diffed,
+        partitions=1,
     )
     assert resumed["resumed_skip"] == acked_before
     written = Counter(k for r in esp_writes(world) for k in r["record_keys"])

@@ -89,20 +89,28 @@ def _rows(raw: bytes) -> list[str]:
     return raw.decode("cp1252", "replace").split("\r\n")[1:-1]
 
 
+def _extract_loyalty(run, sensed: dict) -> dict:
+    """The extract_loyalty step on the default connection and mapping."""
+    from mailsync.contacts.loyalty import extract_loyalty
+    from mailsync.hooks.sftp import LoyaltySftpHook
+    from mailsync.mapping.spec import load_mapping
+
+    return extract_loyalty(run, sensed, LoyaltySftpHook(), load_mapping("crm_to_esp_contacts"))
+
+
 def test_a_file_in_another_dialect_is_read_as_the_partners_own(world):
     """UTF-8 with a BOM, `,`, the header in upper case: the mapping allows it, same rows."""
     import pendulum
 
-    from mailsync.operators import contacts
     from mailsync.operators.run import Run
 
     run = Run(DAG, "manual__dialect", pendulum.parse(f"{DAY2}T02:00:00Z"), pendulum.parse(NIGHT2), {})
     staged = run.area / "extract" / "loyalty"
     world.write_loyalty_file(DAY2)
-    own = contacts.extract_loyalty(run, {"day": DAY2, "found": True})
+    own = _extract_loyalty(run, {"day": DAY2, "found": True})
     expected = staged.read_parquet("part-00000.parquet")
     world.write_loyalty_file(DAY2, fault="dialect")
-    other = contacts.extract_loyalty(run, {"day": DAY2, "found": True})
+    other = _extract_loyalty(run, {"day": DAY2, "found": True})
     got = staged.read_parquet("part-00000.parquet").rename(columns={"NAME": "name"})
     assert got.equals(expected)
     assert own["status"] == other["status"] == "loaded" and other["rows"] == own["rows"] > 300
@@ -194,14 +202,14 @@ def test_a_refusal_is_one_warning_line_and_fails_a_run_that_requires_the_file(wo
 
     import pendulum
 
-    from mailsync.operators import contacts
+    from mailsync.contacts.loyalty import LoyaltyFileRejected
     from mailsync.operators.run import Run
 
     world.write_loyalty_file(DAY2, fault="truncated_mid_row")  # an older marker: no row count
     start, end = pendulum.parse(f"{DAY2}T02:00:00Z"), pendulum.parse(NIGHT2)
-    with caplog.at_level(logging.WARNING, logger="mailsync.operators.contacts"):
+    with caplog.at_level(logging.WARNING, logger="mailsync.contacts.loyalty"):
         run = Run(DAG, "manual__1", start, end, {})
-        result = contacts.extract_loyalty(run, {"day": DAY2, "found": True})
+        result = _extract_loyalty(run, {"day": DAY2, "found": True})
     assert not (run.area / "extract" / "loyalty").exists("part-00000.parquet")  # nothing of it staged
     assert result["status"] == "rejected" and result["rows"] == 0
     assert result["reason"].startswith("completeness: the file does not end with a line break")
@@ -212,7 +220,7 @@ def test_a_refusal_is_one_warning_line_and_fails_a_run_that_requires_the_file(wo
     rows = [line.split(";") for line in _rows(world.loyalty_path(DAY2).read_bytes())[:-1]]
     personal = {f for r in rows for f in (r[0], r[-1]) if len(f) >= 4}  # customer ids and names
     assert not any(p in warnings[0] for p in personal)
-    with pytest.raises(contacts.LoyaltyFileRejected, match="completeness"):
-        contacts.extract_loyalty(
+    with pytest.raises(LoyaltyFileRejected, match="completeness"):
+        _extract_loyalty(
             Run(DAG, "manual__2", start, end, {"loyalty_required": True}), {"day": DAY2, "found": True}
         )

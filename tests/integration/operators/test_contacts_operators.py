@@ -1,0 +1,116 @@
+"""The contacts sync's operators in the providers' style: built with a brand's connection ids,
+mapping and state, `execute(context)` called in the DAG's order against the sandbox, with
+connections from AIRFLOW_CONN_*. What the DAG runs, without the scheduler."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailsync.operators.contacts import (
+    CommitSnapshotsOperator,
+    ContactsQualityGateOperator,
+    DiffContactsOperator,
+    ExtractCrmContactsOperator,
+    ExtractLoyaltyFileOperator,
+    GuardRemovalsOperator,
+    LoadContactsOperator,
+    PlanPartitionsOperator,
+    TransformContactsOperator,
+)
+from tests.connections import variant
+from tests.integration.dags import dagrun
+from tests.integration.operators.test_steps import TaskInstance
+
+DAG, STATE = "crm_to_esp_contacts__brand_x", "crm_to_esp_contacts__brand_x"
+START, END = datetime(2026, 11, 19, 2, tzinfo=UTC), datetime(2026, 11, 20, 2, tzinfo=UTC)
+PARAMS = {"partitions": 2, "max_removal_share": 0.1, "allow_mass_removal": False, "full_refresh": True}
+
+
+def _context(run_id: str, **params) -> dict:
+    from types import SimpleNamespace
+
+    return {
+        "ti": TaskInstance(),
+        "dag": SimpleNamespace(dag_id=DAG),
+        "run_id": run_id,
+        "data_interval_start": START,
+        "data_interval_end": END,
+        "params": {**PARAMS, **params},
+    }
+
+
+@pytest.fixture
+def brand_x(vendors, connections, tmp_path):
+    """A brand's own connection ids (the sandbox's accounts under other names)."""
+    dagrun.isolate(tmp_path)
+    return {
+        "crm": variant(connections, "crm_default", "crm_brand_x"),
+        "esp": variant(connections, "esp_default", "esp_brand_x"),
+        "sftp": variant(connections, "loyalty_sftp", "loyalty_sftp_brand_x"),
+    }
+
+
+def _night(conns: dict, run_id: str, **params) -> list[dict]:
+    """Every step of a night, in the DAG's order; returns the loads' results."""
+    context = _context(run_id, **params)
+    extracted = ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id=conns["crm"]).execute(
+        context
+    )
+    ExtractLoyaltyFileOperator(
+        task_id="extract_loyalty", sensed={"found": False}, sftp_conn_id=conns["sftp"]
+    ).execute(context)
+    validated = ContactsQualityGateOperator(task_id="validate").execute(context)
+    parts = PlanPartitionsOperator(task_id="plan", extracted=extracted).execute(context)
+    diffs = [
+        DiffContactsOperator(
+            task_id="diff",
+            state=STATE,
+            transformed=TransformContactsOperator(task_id="transform", part=p).execute(context),
+        ).execute(context)
+        for p in parts
+    ]
+    guarded = GuardRemovalsOperator(task_id="check_removals", diffs=diffs).execute(context)
+    loads = [
+        LoadContactsOperator(task_id="load", diffed=d, esp_conn_id=conns["esp"], state=STATE).execute(context)
+        for d in guarded
+    ]
+    CommitSnapshotsOperator(task_id="commit").execute(context)
+    assert validated["contacts"]["rows_good"] > 900
+    return loads
+
+
+def test_a_night_on_a_brands_connections_writes_its_state_only(brand_x, vendors):
+    from mailsync.state import SyncState
+
+    vendors.clear_requests()
+    loads = _night(brand_x, "manual__1")
+    sent = sum(load["sent"] for load in loads)
+    assert sent > 900 and sum(load["rejected"] for load in loads) < 20
+    assert SyncState(STATE).count() == sent  # the brand's own state ...
+    assert SyncState("crm_to_esp_contacts").count() == 0  # ... not the default brand's
+    writes = [r for r in vendors.requests("esp") if r["method"] != "GET"]
+    assert writes and len(writes) < 40  # batches, not one call per member
+
+    vendors.clear_requests()
+    again = _night(brand_x, "manual__2")
+    assert sum(load["sent"] for load in again) == 0  # nothing changed: nothing sent twice
+    assert [r for r in vendors.requests("esp") if r["method"] != "GET"] == []
+
+
+def test_the_gate_links_its_report_and_an_unknown_connection_names_itself(brand_x, vendors):
+    context = _context("manual__links")
+    ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id=brand_x["crm"]).execute(context)
+    ExtractLoyaltyFileOperator(
+        task_id="extract_loyalty", sensed={"found": False}, sftp_conn_id=brand_x["sftp"]
+    ).execute(context)
+    gate = ContactsQualityGateOperator(task_id="validate")
+    gate.execute(context)
+    shown = {link.name for link in gate.operator_extra_links if link.xcom_key in context["ti"].pushed}
+    assert shown == {"Quality report", "Quarantine"}
+
+    with pytest.raises(Exception, match="crm_brand_missing"):
+        ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id="crm_brand_missing").execute(
+            _context("manual__missing")
+        )
