@@ -150,3 +150,22 @@ def test_a_later_open_does_not_opt_out_again_who_consented_since(world):
     run_day(datetime(2026, 11, 19, tzinfo=UTC))
     after = crm_state(world)[email]
     assert after["marketing_consent"] == "true" and after["esp_last_open_at"] >= "2026-11-19T09:00:00.000Z"
+
+
+def test_each_brand_gets_its_own_dag_reaching_only_its_own_connections_and_state():
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mailsync.brands import brands_for
+
+    bag = DagBag(dag_folder=str(dagrun.PROJECT / "dags" / f"{DAG}.py"))
+    assert not bag.import_errors and len(bag.dags) == len(brands_for(DAG))
+    for brand in brands_for(DAG):
+        dag = bag.dags[brand.dag_id(DAG)]
+        load, (outlet,) = dag.get_task("load"), dag.get_task("report").outlets
+        assert dag.get_task("extract").esp_conn_id == brand.conn_id("esp", DAG)
+        assert (load.crm_conn_id, load.state) == (brand.conn_id("crm", DAG), brand.state(DAG))
+        assert outlet.name == brand.dag_id("crm_contact_engagement")
+    default = bag.dags[DAG]  # the single-brand deployment's ids, unchanged
+    assert default.get_task("extract").esp_conn_id == "esp_default"
+    assert (default.get_task("load").crm_conn_id, default.get_task("load").state) == ("crm_default", DAG)
+    assert default.get_task("report").outlets[0].uri == "mailsync://crm/contacts/engagement"

@@ -17,21 +17,12 @@ from mailsync.operators.run import Run
 from tests.connections import variant
 from tests.integration.dags import dagrun
 from tests.integration.dags.expected_engagement import crm_state, events
+from tests.integration.operators.test_steps import TaskInstance
 
 MAPPING = "esp_to_crm_engagement"
 STATE = "crm_write_back_operator_test"
 START, END = datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
 UNKNOWN = "nobody-knows-me@example.org"
-
-
-class TaskInstance:
-    """The part of a task instance an operator uses outside a run: the XComs it pushes."""
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
 
 
 def _context(**params) -> dict:
