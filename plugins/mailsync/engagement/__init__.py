@@ -8,5 +8,8 @@ absolute values. Running a day twice, or backfilling days in any order, gives th
 * `activity`: the interval's campaigns and their activity events (extract).
 * `totals`: the daily store, a contact's values derived from all stored days (transform).
 * `clicks`: each interval's clicks, kept for the shop DAG's attribution (`clicks_between`).
-* `pending`: contacts whose last write-back the CRM refused, touched again by the next run.
+
+The operators are in mailsync.operators.engagement; the quality gate and the CRM write-back are
+the shared steps (mailsync.operators.steps, mailsync.operators.crm, whose list of contacts the
+CRM refused the transform touches again).
 """
