@@ -57,9 +57,16 @@ ORDERS, BUYERS = "shop_orders_to_esp", "shop_buyer_totals_to_esp"  # mappings an
 def build(brand: Brand) -> DAG:
     """The integration for one brand: its shop and ESP, its states, its audience and clicks."""
     orders_mapping = brand.integration(INTEGRATION).mapping or ORDERS
-    load_mapping(orders_mapping), load_mapping(BUYERS)  # a broken mapping shows as an import error
+    load_mapping(orders_mapping)  # a broken mapping shows as an import error in the UI
+    load_mapping(BUYERS)
     shop, esp = brand.conn_id("shop", INTEGRATION), brand.conn_id("esp", INTEGRATION)
     engagement = brand.dag_id("esp_to_crm_engagement")
+    shared = {  # what transform and load share: the brand's ESP, the mappings, the orders' state
+        "esp_conn_id": esp,
+        "orders_mapping": orders_mapping,
+        "buyers_mapping": BUYERS,
+        "orders_state": brand.state(ORDERS),
+    }
     with integration_dag(
         brand,
         INTEGRATION,
@@ -99,11 +106,8 @@ def build(brand: Brand) -> DAG:
         )
         transform = TransformShopOrdersOperator(
             task_id="transform",
-            esp_conn_id=esp,
-            orders_mapping=orders_mapping,
-            buyers_mapping=BUYERS,
-            orders_state=brand.state(ORDERS),
             engagement_dag_id=engagement,
+            **shared,
             pre_execute=hold_run_lock,
             doc_md="Orders snapshot, attribution, EUR amounts; ESP orders, buyer totals and the "
             "revenue report.\n\n**Inputs:** the valid orders, the orders snapshot, engagement clicks "
@@ -114,10 +118,7 @@ def build(brand: Brand) -> DAG:
         )
         load = LoadShopOrdersOperator(
             task_id="load",
-            esp_conn_id=esp,
-            orders_mapping=orders_mapping,
-            buyers_mapping=BUYERS,
-            orders_state=brand.state(ORDERS),
+            **shared,
             buyers_state=brand.state(BUYERS),
             products_state=brand.state("shop_products"),
             audience_state=brand.state("crm_to_esp_contacts"),

@@ -13,6 +13,8 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from mailsync.operators.run import Run
+
 STATE = "segment:{tag}"  # the segment's sync state; {tag} is the threshold's tag (buyers_over_100_eur)
 
 
@@ -55,7 +57,6 @@ class RefreshBuyerSegmentOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from mailsync.hooks.esp import EspHook
         from mailsync.mapping.spec import load_mapping
-        from mailsync.operators.run import Run
         from mailsync.shop.segments import refresh, tag_name
 
         run = Run.from_context(context)

@@ -25,17 +25,12 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from mailsync import links
+from mailsync.operators.run import Run  # light: brand_dags imports it at parse time anyway
 
 log = logging.getLogger(__name__)
 ORDERS, BUYERS, PRODUCTS = "shop_orders_to_esp", "shop_buyer_totals_to_esp", "shop_products"
 EXTRACT, VALID, DESIRED, LOAD = "extract", "valid", "desired", "load"
 SOURCES = ("orders", "lines")
-
-
-def _run(context: Any):
-    from mailsync.operators.run import Run
-
-    return Run.from_context(context)
 
 
 class ExtractShopOrdersOperator(BaseOperator):
@@ -54,25 +49,15 @@ class ExtractShopOrdersOperator(BaseOperator):
         from mailsync.hooks.shop import ShopHook
         from mailsync.shop.orders import stage_orders
 
-        run = _run(context)
+        run = Run.from_context(context)
         return stage_orders(run, ShopHook(self.shop_conn_id), run.area / EXTRACT)
 
 
-class TransformShopOrdersOperator(BaseOperator):
-    """The valid orders merged into the orders snapshot, attributed to the ESP campaigns of
-    `esp_conn_id` (last clicks from the engagement DAG `engagement_dag_id`), converted to the
-    reporting currency; the ESP orders, products and buyer totals to load, and the revenue report
-    (the task's Revenue report link)."""
+class _ShopEspStep(BaseOperator):
+    """What transform and load share: the ESP connection, the orders and buyer-totals mappings
+    and the orders' sync state (the transform sends again orders the ESP has not acknowledged)."""
 
-    template_fields: Sequence[str] = (
-        "esp_conn_id",
-        "orders_mapping",
-        "buyers_mapping",
-        "orders_state",
-        "engagement_dag_id",
-    )
-    operator_extra_links = links.REVENUE
-    ui_color = "#eef7ee"
+    template_fields: Sequence[str] = ("esp_conn_id", "orders_mapping", "buyers_mapping", "orders_state")
 
     def __init__(
         self,
@@ -81,7 +66,6 @@ class TransformShopOrdersOperator(BaseOperator):
         orders_mapping: str = ORDERS,
         buyers_mapping: str = BUYERS,
         orders_state: str = ORDERS,
-        engagement_dag_id: str = "esp_to_crm_engagement",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -89,13 +73,28 @@ class TransformShopOrdersOperator(BaseOperator):
         self.orders_mapping = orders_mapping
         self.buyers_mapping = buyers_mapping
         self.orders_state = orders_state
+
+
+class TransformShopOrdersOperator(_ShopEspStep):
+    """The valid orders merged into the orders snapshot, attributed to the ESP campaigns of
+    `esp_conn_id` (last clicks from the engagement DAG `engagement_dag_id`), converted to the
+    reporting currency; the ESP orders, products and buyer totals to load, and the revenue report
+    (the task's Revenue report link)."""
+
+    template_fields: Sequence[str] = (*_ShopEspStep.template_fields, "engagement_dag_id")
+    operator_extra_links = links.REVENUE
+    ui_color = "#eef7ee"
+
+    def __init__(self, *, engagement_dag_id: str = "esp_to_crm_engagement", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.engagement_dag_id = engagement_dag_id
 
     def execute(self, context: Any) -> dict[str, Any]:
+        run = Run.from_context(context)
         with links.publish_links(context, self):
-            return self._transform(_run(context))
+            return self._transform(run)
 
-    def _transform(self, run: Any) -> dict[str, Any]:
+    def _transform(self, run: Run) -> dict[str, Any]:
         from mailsync.engagement.clicks import clicks_between
         from mailsync.hooks.esp import EspHook
         from mailsync.mapping.spec import load_mapping
@@ -141,17 +140,14 @@ class TransformShopOrdersOperator(BaseOperator):
         }
 
 
-class LoadShopOrdersOperator(BaseOperator):
+class LoadShopOrdersOperator(_ShopEspStep):
     """Products, then orders, then buyer totals into the ESP behind `esp_conn_id`, each only when
     changed since the ESP acknowledged it (its sync state), orders and totals only for members
     of the audience (`audience_state`, the contacts sync's state): an order of anyone else is
     reported (`load/unknown_customer_orders.csv`), never loaded, as loading it would add them."""
 
     template_fields: Sequence[str] = (
-        "esp_conn_id",
-        "orders_mapping",
-        "buyers_mapping",
-        "orders_state",
+        *_ShopEspStep.template_fields,
         "buyers_state",
         "products_state",
         "audience_state",
@@ -162,20 +158,12 @@ class LoadShopOrdersOperator(BaseOperator):
     def __init__(
         self,
         *,
-        esp_conn_id: str = "esp_default",
-        orders_mapping: str = ORDERS,
-        buyers_mapping: str = BUYERS,
-        orders_state: str = ORDERS,
         buyers_state: str = BUYERS,
         products_state: str = PRODUCTS,
         audience_state: str = "crm_to_esp_contacts",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.esp_conn_id = esp_conn_id
-        self.orders_mapping = orders_mapping
-        self.buyers_mapping = buyers_mapping
-        self.orders_state = orders_state
         self.buyers_state = buyers_state
         self.products_state = products_state
         self.audience_state = audience_state
@@ -191,7 +179,7 @@ class LoadShopOrdersOperator(BaseOperator):
         from mailsync.shop import buyers as shop_buyers
         from mailsync.shop import ecommerce
 
-        run = _run(context)
+        run = Run.from_context(context)
         desired, out = run.area / DESIRED, run.area / LOAD
         orders, products, buyers = (
             desired.read_parquet(f"{n}.parquet") for n in ("orders", "products", "buyers")
@@ -266,7 +254,7 @@ class ShopReportOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from mailsync.operators.report import shop_report
 
-        run, ti = _run(context), context["ti"]
+        run, ti = Run.from_context(context), context["ti"]
         got = {name: ti.xcom_pull(task_ids=task_id) or {} for name, task_id in self.steps.items()}
         with links.publish_links(context, self):
             return shop_report(run, got["extract"], got["validate"], got["transform"], got["load"])
