@@ -4,13 +4,15 @@ Bearer-token auth (private app token), HubSpot's error shape and rate-limit head
 response, cursor paging on the list endpoint, the search endpoint with its real 10,000-result
 ceiling, and the batch endpoints with their 100-input limit and 207 multi-status answers.
 Emails are matched trimmed and lower-cased (``email_key``); when the CRM holds duplicates of one
-address, the lowest id wins.
+address, the lowest id wins. The exports API (full extracts as a file) is in sandbox/crm_exports.py;
+its files are pre-signed links, which need their signature instead of the token.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
@@ -38,6 +40,7 @@ AUTH_MESSAGE = (
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
 )
 _EMAIL_AT = 5 + STORED.index("email")
+EXPORTS_PREFIX = "/hubspot-exports/"  # pre-signed export files (sandbox/crm_exports.py)
 NOT_FOUND_MESSAGE = (
     "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid."
 )
@@ -472,13 +475,22 @@ class HubSpot(Vendor):
     system = "crm"
 
     def routes(self):
-        return ROUTES
+        from sandbox import crm_exports  # it builds on this module's search helpers
+
+        return [*ROUTES, *crm_exports.ROUTES]
 
     def credential(self, request: Request) -> str | None:
+        if request.url.path.startswith(EXPORTS_PREFIX):
+            return f"presigned:{request.url.path}?{request.url.query}"
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" else None
 
     def authorized(self, state: AppState, credential: str | None) -> bool:
+        if credential and credential.startswith("presigned:"):
+            from sandbox.esp_batches import signed
+
+            path, _, query = credential.removeprefix("presigned:").partition("?")
+            return signed(state.settings.crm_token, path, {k: v[-1] for k, v in parse_qs(query).items()})
         return credential == state.settings.crm_token
 
     def unauthorized(self) -> Reply:
@@ -512,6 +524,8 @@ class HubSpot(Vendor):
         return error(405, "HTTP 405 Method Not Allowed", "VALIDATION_ERROR")
 
     def limit(self, state: AppState, credential, method, path):
+        if path.startswith(EXPORTS_PREFIX):  # a file download, not an API call: no limit, no headers
+            return {}, None
         cfg = state.faults.vendor_limit(self.system, method, path)
         headers, wait = state.faults.hubspot.hit(cfg)
         if wait is not None:

@@ -2,17 +2,19 @@
 
 Auth is HTTP Basic with any user name and the API key as password. Every error is Mailchimp's
 problem JSON. The vendor limiter (switched on with ``rate_limit: {"vendor": true}``) is Mailchimp's
-"10 simultaneous connections per API key".
+"10 simultaneous connections per API key". Batch operations (sandbox/esp_batches.py) hand out their
+results as pre-signed links: a call to such a link needs its signature, not the API key.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 
-from sandbox import esp_ecommerce, esp_members, esp_reports
+from sandbox import esp_batches, esp_ecommerce, esp_members, esp_reports
 from sandbox.esp_http import problem
 from sandbox.web import AppState, Reply, Vendor
 
@@ -21,9 +23,11 @@ class Mailchimp(Vendor):
     system = "esp"
 
     def routes(self):
-        return [*esp_members.ROUTES, *esp_reports.ROUTES, *esp_ecommerce.ROUTES]
+        return [*esp_members.ROUTES, *esp_reports.ROUTES, *esp_ecommerce.ROUTES, *esp_batches.ROUTES]
 
     def credential(self, request: Request) -> str | None:
+        if request.url.path.startswith(esp_batches.RESULTS_PREFIX):
+            return f"presigned:{request.url.path}?{request.url.query}"
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -34,6 +38,10 @@ class Mailchimp(Vendor):
         return decoded.partition(":")[2] or None
 
     def authorized(self, state: AppState, credential: str | None) -> bool:
+        if credential and credential.startswith("presigned:"):
+            path, _, query = credential.removeprefix("presigned:").partition("?")
+            args = {k: v[-1] for k, v in parse_qs(query).items()}
+            return esp_batches.signed(state.settings.esp_api_key, path, args)
         return credential == state.settings.esp_api_key
 
     def unauthorized(self) -> Reply:

@@ -24,6 +24,12 @@ which calls it matches):
 - ``record_errors``: ``{"rate": 0.1, "seed": 1}`` and/or ``{"keys": [...]}``: inside batch
   endpoints, records whose key (normalised email or id) is listed or whose seeded hash falls under
   the rate are rejected with the vendor's per-record error.
+- ``jobs``: the vendors' asynchronous jobs (ESP batch operations, CRM exports), read when a job is
+  created (``POST /3.0/batches``, ``POST /crm/v3/exports/export/async``), for the next ``count``
+  jobs (default: every job while set): ``polls`` (status reads until done, default 2), ``stall``
+  (true: never finishes), ``fail`` (true: a CRM export ends ``CANCELED`` with an error),
+  ``fail_every`` (k: every k-th operation of an ESP batch is refused with a 400), ``zip_over``
+  (bytes: a CRM export file larger than this is served zipped; HubSpot zips CSVs over 2 MB).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 SYSTEMS = ("esp", "crm", "shop")
-KINDS = ("latency_ms", "rate_limit", "status_burst", "slow", "drop", "truncate", "record_errors")
+KINDS = ("latency_ms", "rate_limit", "status_burst", "slow", "drop", "truncate", "record_errors", "jobs")
 _FILTER_KEYS = {"method", "path"}
 _ALLOWED = {
     "latency_ms": {"ms"},
@@ -56,6 +62,7 @@ _ALLOWED = {
     "drop": {"count"},
     "truncate": {"page", "count"},
     "record_errors": {"rate", "seed", "keys"},
+    "jobs": {"polls", "stall", "fail", "fail_every", "zip_over", "count"},
 }
 _SCALAR_KEY = {"latency_ms": "ms", "status_burst": "count", "drop": "count", "slow": "seconds"}
 
@@ -137,6 +144,13 @@ def make_switch(kind: str, value: object) -> Switch:
         config.setdefault("page", 2)
         config.setdefault("count", 1)
         remaining = int(config["count"])
+    elif kind == "jobs":
+        for name in ("polls", "fail_every", "zip_over", "count"):
+            if name in config and (isinstance(config[name], bool) or not isinstance(config[name], int)):
+                raise ValueError(f"jobs: {name} must be an integer")
+        if config.get("polls", 1) < 1:
+            raise ValueError("jobs: polls must be at least 1")
+        remaining = int(config["count"]) if "count" in config else None
     elif kind == "record_errors":
         config["keys"] = [str(k).strip().lower() for k in config.get("keys", [])]
         config.setdefault("rate", 0.0)
@@ -239,6 +253,7 @@ class FaultBook:
         self.in_flight: dict[str, int] = {}
         self.hubspot = HubSpotWindow()
         self.shop_bucket = ShopBucket()
+        self.jobs: dict[str, dict] = {}  # the vendors' asynchronous jobs by system: gone at a reset
 
     def set(self, system: str, switches: dict) -> None:
         if system not in SYSTEMS:
@@ -256,6 +271,15 @@ class FaultBook:
     def reset_limiters(self) -> None:
         self.hubspot = HubSpotWindow()
         self.shop_bucket = ShopBucket()
+        self.jobs = {}
+
+    def job_switch(self, system: str, method: str, path: str) -> dict:
+        """The ``jobs`` switch's options for a job this call creates ({} when none applies)."""
+        sw = self.switches[system].get("jobs")
+        if sw is None or not sw.matches(method, path) or not sw.take():
+            return {}
+        sw.applied += 1
+        return {k: v for k, v in sw.config.items() if k not in _FILTER_KEYS and k != "count"}
 
     def state(self) -> dict:
         return {
