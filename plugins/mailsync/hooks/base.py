@@ -5,7 +5,8 @@ what it lacks for bulk work (shared/PITFALLS.md): the session is built once and 
 TCP connection per thread, a pool as large as the concurrency), transient failures are retried
 (tenacity) with exponential backoff and jitter that honours `Retry-After`, within a bounded time
 budget, and 4xx validation errors are never retried. Hooks return plain Python records; they know
-nothing of contacts' business rules.
+nothing of contacts' business rules. The vendors' asynchronous bulk jobs (HubSpot exports, Mailchimp
+batch operations) share the polling loop and the download of their pre-signed result files.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from __future__ import annotations
 import math
 import random
 import re
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any, ClassVar, NoReturn
+from typing import IO, Any, ClassVar, NoReturn
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
@@ -54,6 +57,14 @@ class VendorError(Exception):
 
 class VendorUnavailable(VendorError):
     """Transient failures went on past the retry budget (the service stayed down or throttled)."""
+
+
+class JobFailed(VendorError):
+    """A vendor's asynchronous job (an export, a batch) ended without its result."""
+
+
+class JobTimeout(VendorError):
+    """A vendor's asynchronous job did not finish within the time the caller allowed."""
 
 
 @dataclass
@@ -231,6 +242,86 @@ class VendorHttpHook(HttpHook):
             parts = [body.get(k) for k in ("title", "message", "detail", "errors", "category") if body.get(k)]
             return "; ".join(str(p) for p in parts) or str(body)[:200]
         return str(body)[:200]
+
+    # -- asynchronous jobs: poll, then fetch the result file -----------------------------------
+    def poll_job(
+        self,
+        what: str,
+        read: Callable[[], dict],
+        finished: Callable[[dict], bool],
+        *,
+        poll_interval_s: float,
+        timeout_s: float,
+        describe: Callable[[dict], str],
+    ) -> dict:
+        """Read a job's status every `poll_interval_s` until `finished` says so; return that status.
+
+        Each read is one `call` (so 429/5xx are retried, `Retry-After` honoured, a 4xx raises).
+        Raises JobTimeout when the job is still unfinished `timeout_s` after the first read; the
+        message names the job (`what`) and its last status (`describe`), never a URL or data.
+        """
+        started = time.monotonic()
+        reads = 0
+        while True:
+            state = read()
+            reads += 1
+            if finished(state):
+                return state
+            left = timeout_s - (time.monotonic() - started)
+            if left <= 0:
+                raise JobTimeout(
+                    f"{self.vendor} {what}: not finished after {timeout_s:g}s ({reads} status reads, "
+                    f"last: {describe(state)}); the vendor is slow or the job is stuck: rerun later or "
+                    "allow a longer timeout"
+                )
+            time.sleep(min(poll_interval_s, left))
+
+    @cached_property
+    def _download_session(self) -> requests.Session:
+        """A session with no credentials and no connection headers: result links are pre-signed
+        (they carry their own signature), and they may point at another host, which must never
+        see the vendor's API key or token."""
+        session = requests.Session()
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=max(10, self.max_connections + 2), max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
+    def download(self, url: str, *, what: str) -> IO[bytes]:
+        """Fetch a pre-signed result file into a temporary file (rewound; the caller closes it).
+
+        The same retry rules as `call` (429/5xx and broken or cut-short transfers are retried,
+        the whole file again); any other status raises VendorError. `what` names the file in
+        messages: the URL is never logged, its signature is a credential while it lasts.
+        """
+        timeout = float(self.options.get("timeout", 60))
+
+        def attempt() -> requests.Response:
+            saved = tempfile.TemporaryFile()  # noqa: SIM115 (handed to the caller, who closes it)
+            try:
+                with self._download_session.get(url, stream=True, timeout=(10, timeout)) as response:
+                    self.stats.add(calls=1)
+                    if response.status_code != 200:
+                        saved.close()
+                        if response.status_code in RETRYABLE_STATUS:
+                            return response
+                        raise VendorError(
+                            f"{self.vendor} {what}: HTTP {response.status_code} fetching the result file "
+                            "(its link may have expired: rerun the task)",
+                            response.status_code,
+                        )
+                    for chunk in response.iter_content(1 << 20):
+                        saved.write(chunk)
+            except BaseException:
+                saved.close()
+                raise
+            saved.seek(0)
+            response.saved = saved  # the body, on disk: result files can be large
+            return response
+
+        return self._retrying("GET", what, {200})(attempt).saved
 
     # -- many calls, bounded concurrency --------------------------------------------------------
     def run_concurrently(

@@ -4,17 +4,24 @@ Connection `esp_default`: host = API base URL (https://<dc>.api.mailchimp.com/3.
 any name, password = API key; extra: `list_id` (the audience), `store_id` (e-commerce store),
 optional `batch_size` (≤ 500) and `max_connections` (Mailchimp allows 10 simultaneous
 connections per key; default 10).
+
+Bulk writes (e-commerce orders and products by the thousand) go through Mailchimp's batch
+operations (`run_batch`: up to 1,000 operations per call, polled, results read from the archive)
+instead of one call per record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import tarfile
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from requests.auth import HTTPBasicAuth
 
-from mailsync.hooks.base import BatchResult, VendorError, VendorHttpHook, batched
+from mailsync.hooks.base import BatchResult, JobTimeout, VendorError, VendorHttpHook, batched
 from mailsync.pii import redact
 
 MAX_BATCH = 500  # Mailchimp's limit for POST /lists/{list_id}
@@ -29,6 +36,9 @@ BATCH_FIELDS = (
     + ",errors,total_created,total_updated,error_count"
 )
 PAGE = 1000  # Mailchimp's largest `count`
+MAX_BATCH_OPERATIONS = 1000  # operations per POST /batches
+MAX_OPEN_BATCHES = 10  # batches of one run_batch call in flight (Mailchimp refuses past 500 pending)
+BATCH_STATUS_FIELDS = "id,status,total_operations,finished_operations,errored_operations,response_body_url"
 
 
 def subscriber_hash(email: str) -> str:
@@ -240,6 +250,108 @@ class EspHook(VendorHttpHook):
             return BatchResult([], [{"key": key, "reason": redact(self._describe_error(response))[:300]}])
         return BatchResult([], [{"key": key, "reason": "neither added nor updated"}])
 
+    # -- batch operations ----------------------------------------------------------------------
+    def run_batch(
+        self,
+        operations: Iterable[dict[str, Any]],
+        *,
+        poll_interval_s: float = 5.0,
+        timeout_s: float = 3600.0,
+        batch_size: int = MAX_BATCH_OPERATIONS,
+    ) -> Iterator[BatchResult]:
+        """Run operations through Mailchimp's batch endpoint; yield each batch's per-operation outcome.
+
+        Each operation is {"operation_id", "method", "path" (relative to /3.0, e.g.
+        "/ecommerce/stores/s/orders"), optional "body" (a dict, sent as the JSON string Mailchimp
+        wants) and "params"}; operation ids must be unique, they are the results' keys. At most
+        `batch_size` (≤ 1,000) operations go in one POST /batches, up to 10 batches are open at
+        once; each is polled every `poll_interval_s` until `finished`, then its results archive
+        (a .tar.gz of JSON files) is fetched from the pre-signed link. Per batch: accepted
+        [{"key": operation_id, "status_code", "response"}] and rejected [{"key", "status_code",
+        "reason"}] with the ESP's status, title and detail, so the per-record accept/reject path
+        takes them as it takes `upsert_members`' results. One refused operation never fails the
+        batch. Batches still unfinished `timeout_s` after the first was sent are stopped
+        (DELETE) and JobTimeout names them with their status; what they already did stays done.
+        """
+        size = max(1, min(MAX_BATCH_OPERATIONS, batch_size))
+        chunks = batched(_batch_operations(operations), size)
+        open_batches: dict[str, list[str]] = {}  # batch id -> its operation ids, in order
+        last: dict[str, dict] = {}
+        started = time.monotonic()
+        exhausted = False
+        while True:
+            while not exhausted and len(open_batches) < MAX_OPEN_BATCHES:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    exhausted = True
+                    break
+                batch = self.call("POST", "batches", json={"operations": chunk}, write=True).json()
+                open_batches[str(batch["id"])] = [op["operation_id"] for op in chunk]
+            if not open_batches:
+                return
+            for batch_id in list(open_batches):
+                last[batch_id] = doc = self.call(
+                    "GET", f"batches/{batch_id}", params={"fields": BATCH_STATUS_FIELDS}
+                ).json()
+                if doc.get("status") == "finished":
+                    yield self._batch_results(batch_id, doc, open_batches.pop(batch_id))
+            if not open_batches:
+                continue
+            left = timeout_s - (time.monotonic() - started)
+            if left <= 0:
+                self._stop_batches(open_batches, last, timeout_s, unsent=not exhausted)
+            time.sleep(min(poll_interval_s, left))
+
+    def _stop_batches(
+        self, open_batches: dict[str, list[str]], last: dict[str, dict], timeout_s: float, *, unsent: bool
+    ) -> None:
+        stopped = []
+        for batch_id in open_batches:
+            try:
+                self.call("DELETE", f"batches/{batch_id}", ok=(200, 204, 404), write=True)
+                stopped.append(batch_id)
+            except VendorError:
+                pass  # the timeout is the error to report
+        states = ", ".join(
+            f"{b} {last[b].get('status')} {last[b].get('finished_operations', 0)}/"
+            f"{last[b].get('total_operations', len(ops))}"
+            for b, ops in open_batches.items()
+        )
+        raise JobTimeout(
+            f"ESP batch operations: {len(open_batches)} batch(es) not finished after {timeout_s:g}s "
+            f"({states}); stopped {len(stopped)} of them (operations they already ran stay done)"
+            + ("; later operations were not sent" if unsent else "")
+            + ": rerun the task later or allow a longer timeout"
+        )
+
+    def _batch_results(self, batch_id: str, doc: dict, op_ids: list[str]) -> BatchResult:
+        outcomes: dict[str, dict] = {}
+        if doc.get("response_body_url"):
+            with (
+                self.download(doc["response_body_url"], what=f"batch {batch_id} results") as saved,
+                tarfile.open(fileobj=saved, mode="r:gz") as archive,
+            ):
+                for member in archive:
+                    if member.isfile() and member.name.endswith(".json"):
+                        for item in json.load(archive.extractfile(member)):
+                            outcomes[str(item.get("operation_id"))] = item
+        accepted, rejected = [], []
+        for op_id in op_ids:
+            item = outcomes.get(op_id)
+            if item is None:
+                rejected.append(
+                    {"key": op_id, "status_code": None, "reason": f"no result in batch {batch_id}"}
+                )
+                continue
+            code, body = int(item.get("status_code") or 0), _loads(item.get("response"))
+            if 200 <= code < 300:
+                accepted.append({"key": op_id, "status_code": code, "response": body})
+            else:
+                rejected.append(
+                    {"key": op_id, "status_code": code, "reason": redact(_op_reason(code, body))[:300]}
+                )
+        return BatchResult(accepted, rejected)
+
     # -- paging ----------------------------------------------------------------------------------
     def _offset_pages(self, endpoint: str, items_key: str, params: dict[str, Any]) -> Iterator[list[dict]]:
         """Mailchimp pages by count/offset up to total_items."""
@@ -252,6 +364,50 @@ class EspHook(VendorHttpHook):
             offset += len(items)
             if not items or offset >= int(body.get("total_items", 0)):
                 return
+
+
+def _batch_operations(operations: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Operations as POST /batches takes them (body a JSON string); ids checked unique."""
+    seen: set[str] = set()
+    for op in operations:
+        op_id = op.get("operation_id")
+        if op_id in (None, ""):
+            raise ValueError("every batch operation needs an operation_id (its result's key)")
+        op_id = str(op_id)
+        if op_id in seen:
+            raise ValueError(f"operation_id {op_id!r} appears twice in one run_batch call")
+        seen.add(op_id)
+        out = {
+            "method": str(op["method"]).upper(),
+            "path": "/" + str(op["path"]).lstrip("/"),
+            "operation_id": op_id,
+        }
+        body = op.get("body")
+        if body is not None:
+            out["body"] = body if isinstance(body, str) else json.dumps(body)
+        if op.get("params"):
+            out["params"] = op["params"]
+        yield out
+
+
+def _loads(text: object) -> Any:
+    if not isinstance(text, str) or not text:
+        return text or None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _op_reason(code: int, body: Any) -> str:
+    """An operation's refusal as the ESP put it: status, title, detail and field errors."""
+    if not isinstance(body, dict):
+        return f"HTTP {code}: {str(body or '')[:200]}".rstrip(": ")
+    text = f"HTTP {code} {body.get('title') or ''}: {body.get('detail') or ''}".strip()
+    fields = [
+        f"{e.get('field')}: {e.get('message')}" for e in body.get("errors") or [] if isinstance(e, dict)
+    ]
+    return text + (f" ({'; '.join(fields)})" if fields else "")
 
 
 def _reason(error: dict) -> str:
