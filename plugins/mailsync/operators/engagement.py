@@ -120,10 +120,3 @@ class EngagementReportOperator(BaseOperator):
         got = {name: ti.xcom_pull(task_ids=task_id) or {} for name, task_id in self.steps.items()}
         with links.publish_links(context, self):
             return engagement_report(run, got["extract"], got["validate"], got["transform"], got["load"])
-
-
-def clicks_between(start, end):  # until the shop DAG imports mailsync.engagement.clicks
-    """Moved: mailsync.engagement.clicks.clicks_between(engagement_dag_id, start, end)."""
-    from mailsync.engagement.clicks import clicks_between as between
-
-    return between("esp_to_crm_engagement", start, end)
