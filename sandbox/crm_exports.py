@@ -13,7 +13,7 @@ than 2 MB are served zipped.
 Here: exports are CSV only, built from the contact table in a background thread (a snapshot of
 the moment the export was asked for: a read-only connection, one SELECT), so a big export does
 not block the server; the file lands in ``DIR/exports/``. An export finishes at its ``polls``-th
-status read (default 2) once the file is written (that read waits up to 0.5 s for it, so a small
+status read (default 2) once the file is written (that read waits up to 0.2 s for it, so a small
 export finishes exactly then; a big one stays PROCESSING until its file is there). The ``jobs``
 fault switch (sandbox/faults.py) sets ``polls``, ``stall`` (stays PROCESSING), ``fail`` (ends
 CANCELED with an error) and ``zip_over`` (the size above which the file is zipped). Columns: the
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from sandbox import store
 from sandbox.crm_api import EXPORTS_PREFIX, _order, _where, error, invalid
-from sandbox.crm_model import PROPS, SELECT_COLUMNS, contact_json
+from sandbox.crm_model import PROPS, SELECT_COLUMNS, STORED
 from sandbox.esp_batches import expired, fresh, missing, raw, sign
 from sandbox.timefmt import hs_time
 from sandbox.web import Call, Reply, VendorError
@@ -47,7 +47,7 @@ LANGUAGES = ("DE", "EN", "ES", "FI", "FR", "IT", "JA", "NL", "PL", "PT", "SV")
 OBJECT_TYPES = ("CONTACT", "CONTACTS", "0-1")
 MAX_GROUPS = MAX_FILTERS = 3  # "maximum 3 filterGroups with up to 3 filters each"
 _FIRST_ID = 478_408_617_100
-FILE_WAIT_S = 0.5  # a status read due to complete waits this long for the file (longer: PROCESSING)
+FILE_WAIT_S = 0.2  # a status read due to complete waits this long for the file (longer: PROCESSING)
 
 
 def _jobs(call: Call) -> dict:
@@ -186,10 +186,9 @@ def _build(
                 writer = csv.writer(out)
                 writer.writerow(header)
                 rows = 0
+                cells = _cells(columns)
                 while batch := cursor.fetchmany(5000):
-                    for row in batch:
-                        values = contact_json(row, columns)["properties"]
-                        writer.writerow(["" if values[c] is None else values[c] for c in columns])
+                    writer.writerows(cells(row) for row in batch)
                     rows += len(batch)
         finally:
             conn.close()
@@ -204,6 +203,27 @@ def _build(
         log.exception("export %s failed", job["id"])
         job["error"] = type(exc).__name__
     job["done"] = True
+
+
+def _cells(columns: list[str]):
+    """A row selected with SELECT_COLUMNS → its CSV cells: `contact_json`'s values, "" for null
+    (without building a document per row: a million-row export spends its time here)."""
+    times = {"createdate": 1, "lastmodifieddate": 2}  # created_ms, modified_ms in SELECT_COLUMNS
+    at = {c: 5 + STORED.index(c) for c in columns if c in STORED}
+
+    def cells(row: tuple) -> list:
+        out = []
+        for name in columns:
+            if name == "hs_object_id":
+                out.append(row[0])
+            elif name in times:
+                out.append(hs_time(row[times[name]]))
+            else:
+                value = row[at[name]]
+                out.append("" if value is None else value)
+        return out
+
+    return cells
 
 
 def _slug(name: str) -> str:
