@@ -272,6 +272,8 @@ class EspHook(VendorHttpHook):
         takes them as it takes `upsert_members`' results. One refused operation never fails the
         batch. Batches still unfinished `timeout_s` after the first was sent are stopped
         (DELETE) and JobTimeout names them with their status; what they already did stays done.
+        When a batch cannot be sent (or an operation is malformed), the batches already sent are
+        still awaited and yielded before that error is raised, so what the ESP did is recorded.
         """
         size = max(1, min(MAX_BATCH_OPERATIONS, batch_size))
         chunks = batched(_batch_operations(operations), size)
@@ -279,15 +281,22 @@ class EspHook(VendorHttpHook):
         last: dict[str, dict] = {}
         started = time.monotonic()
         exhausted = False
+        error: BaseException | None = None
         while True:
             while not exhausted and len(open_batches) < MAX_OPEN_BATCHES:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    exhausted = True
+                try:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                        break
+                    batch = self.call("POST", "batches", json={"operations": chunk}, write=True).json()
+                except (VendorError, ValueError) as exc:  # finish what was sent, then raise
+                    error, exhausted = exc, True
                     break
-                batch = self.call("POST", "batches", json={"operations": chunk}, write=True).json()
                 open_batches[str(batch["id"])] = [op["operation_id"] for op in chunk]
             if not open_batches:
+                if error is not None:
+                    raise error
                 return
             for batch_id in list(open_batches):
                 last[batch_id] = doc = self.call(

@@ -79,6 +79,13 @@ def test_429_while_polling_an_export_is_retried(vendors):
     assert hook.stats.retries == 2
 
 
+def test_a_download_cut_short_is_fetched_again(vendors):
+    vendors.set_faults("crm", drop={"count": 1, "path": "/hubspot-exports/*"})
+    hook = CrmHook()
+    rows = [r for page in hook.export_contacts(["email"], **FAST) for r in page]
+    assert len(rows) == len(vendors.crm_contacts()) and hook.stats.retries == 1
+
+
 def test_an_unknown_property_is_a_clear_4xx_not_retried(vendors):
     hook = CrmHook()
     with pytest.raises(VendorError) as err:
@@ -189,6 +196,16 @@ def test_429_while_polling_a_batch_is_retried(vendors):
     hook = EspHook()
     [result] = list(hook.run_batch(_member_ops(vendors.info["list_id"], 3, "polled"), **FAST))
     assert len(result.accepted) == 3 and hook.stats.retries == 2
+
+
+def test_batches_already_sent_are_awaited_before_a_refused_one_raises(vendors):
+    ops = _member_ops(vendors.info["list_id"], 1001, "sent")
+    ops.append({**ops[0], "operation_id": "twice", "method": "FETCH"})  # Mailchimp refuses the 2nd batch
+    results = []
+    with pytest.raises(VendorError, match="HTTP 400"):
+        for result in EspHook().run_batch(ops, **FAST):
+            results.append(result)
+    assert [len(r.accepted) for r in results] == [1000]
 
 
 def test_operation_ids_must_be_given_and_unique(vendors):
