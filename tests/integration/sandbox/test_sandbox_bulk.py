@@ -77,6 +77,7 @@ def test_export_start_status_and_file(fresh_sandbox, crm):
     file = requests.get(done["result"], timeout=10)  # no credentials: the link is pre-signed
     assert file.status_code == 200 and file.headers["content-type"].startswith("text/csv")
     assert 'filename="All-contacts.csv"' in file.headers["content-disposition"]
+    assert "X-HubSpot-RateLimit-Remaining" not in file.headers  # a file download, not an API call
     rows = csv_rows(file.content)
     assert list(rows[0]) == ["hs_object_id", "email", "firstname", "lastmodifieddate"]
     contacts = {c["id"]: c for c in fresh_sandbox.crm_contacts()}  # archived ones are not exported
