@@ -80,7 +80,6 @@ from mailsync.mapping.spec import load_mapping
 from mailsync.operators.contacts import (
     CommitSnapshotsOperator,
     ContactsQualityGateOperator,
-    ContactsReportOperator,
     DiffContactsOperator,
     ExtractCrmContactsOperator,
     ExtractLoyaltyFileOperator,
@@ -92,6 +91,7 @@ from mailsync.operators.contacts import (
 )
 from mailsync.operators.lock import hold_run_lock
 from mailsync.operators.sensors import LoyaltyFileSensor
+from mailsync.operators.steps import ReportOperator
 from mailsync.settings import BUCKETS
 
 INTEGRATION = "crm_to_esp_contacts"
@@ -249,12 +249,15 @@ def build(brand: Brand) -> DAG:
             "the snapshot and the mark stay as they were, so the next night repeats tonight's work (safe: "
             "the state knows what was sent). Clear it to finish tonight.",
         )
-        report = ContactsReportOperator(
+        report = ReportOperator(
             task_id="report",
-            extracted=extracted.output,
-            loyalty=loyalty.output,
-            validated=validated.output,
-            loads=loads.output,
+            summary="contacts_report",
+            results={
+                "extract": extracted.output,
+                "loyalty": loyalty.output,
+                "validate": validated.output,
+                "loads": loads.output,
+            },
             outlets=[brand_asset(brand, "esp_audience_contacts")],
             pre_execute=hold_run_lock,
             doc_md="Counts per stage, API calls and duration: this run's summary. The one XCom of this "

@@ -54,12 +54,11 @@ from mailsync.brands import Brand
 from mailsync.mapping.spec import load_mapping
 from mailsync.operators.crm import WriteBackCrmContactsOperator
 from mailsync.operators.engagement import (
-    EngagementReportOperator,
     EngagementTotalsOperator,
     ExtractEspActivityOperator,
 )
 from mailsync.operators.lock import hold_run_lock
-from mailsync.operators.steps import QualityGateOperator
+from mailsync.operators.steps import QualityGateOperator, ReportOperator
 
 INTEGRATION = "esp_to_crm_engagement"
 
@@ -130,8 +129,15 @@ def build(brand: Brand) -> DAG:
             "**When it fails:** a CRM outage past the retries: clear it once HubSpot answers; values "
             "are absolute, so writing them again is harmless. Refused write-backs are retried next run.",
         )
-        report = EngagementReportOperator(
+        report = ReportOperator(
             task_id="report",
+            summary="engagement_report",
+            results={
+                "extract": extract.output,
+                "validate": validate.output,
+                "transform": transform.output,
+                "load": load.output,
+            },
             outlets=[brand_asset(brand, "crm_contact_engagement")],
             pre_execute=hold_run_lock,
             doc_md="The day's counts: events, contacts written, unknown contacts, API calls, duration."

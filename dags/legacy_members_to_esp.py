@@ -41,12 +41,11 @@ from mailsync.operators.steps import (
     LoadEspMembersOperator,
     MapOperator,
     QualityGateOperator,
+    ReportOperator,
     StageSqlOperator,
-    SummaryReportOperator,
 )
 
 INTEGRATION = "legacy_members_to_esp"
-HEADLINE = ("extracted", "quarantined", "unchanged", "new", "changed", "not_audience_members", "updated")
 
 
 def build(brand: Brand) -> DAG:
@@ -125,13 +124,15 @@ def build(brand: Brand) -> DAG:
             "**When it fails:** an ESP outage past the retries: clear it once the ESP answers; it "
             "resumes, nothing is sent twice.",
         )
-        report = SummaryReportOperator(
+        report = ReportOperator(
             task_id="report",
-            extract="extract",
-            validate="validate",
-            diff="diff",
-            load="load",
-            headline=HEADLINE,
+            summary="members_report",
+            results={
+                "extract": extract.output,
+                "validate": validate.output,
+                "diff": diffed.output,
+                "load": load.output,
+            },
             pre_execute=hold_run_lock,
             doc_md="The run's summary: one XCom, the run's note, `report.json`; refused records "
             "notify.\n\n**When it fails:** the load is done; clear it to get the summary.",

@@ -45,10 +45,9 @@ from mailsync.operators.lock import hold_run_lock
 from mailsync.operators.shop import (
     ExtractShopOrdersOperator,
     LoadShopOrdersOperator,
-    ShopReportOperator,
     TransformShopOrdersOperator,
 )
-from mailsync.operators.steps import QualityGateOperator
+from mailsync.operators.steps import QualityGateOperator, ReportOperator
 
 INTEGRATION = "shop_conversions_to_esp"
 ORDERS, BUYERS = "shop_orders_to_esp", "shop_buyer_totals_to_esp"  # mappings and state names
@@ -130,8 +129,15 @@ def build(brand: Brand) -> DAG:
             "**When it fails:** an ESP outage past the retries: clear it once the ESP answers; the "
             "state knows what was acknowledged, nothing is sent twice.",
         )
-        report = ShopReportOperator(
+        report = ReportOperator(
             task_id="report",
+            summary="shop_report",
+            results={
+                "extract": extract.output,
+                "validate": validate.output,
+                "transform": transform.output,
+                "load": load.output,
+            },
             outlets=[brand_asset(brand, "esp_ecommerce_orders")],
             pre_execute=hold_run_lock,
             doc_md="Revenue, orders, attribution, unknown customers, API calls; paths of the CSV and "

@@ -233,25 +233,3 @@ class CommitSnapshotsOperator(BaseOperator):
         from mailsync.contacts.snapshot import commit
 
         return commit(_run(context))
-
-
-class ContactsReportOperator(BaseOperator):
-    """The night's summary: one XCom, the run's note, `report.json`; warnings notify."""
-
-    template_fields: Sequence[str] = ("extracted", "loyalty", "validated", "loads")
-    operator_extra_links = links.ALL
-    ui_color = "#f0f0f0"
-
-    def __init__(self, *, extracted: Any, loyalty: Any, validated: Any, loads: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.extracted = extracted
-        self.loyalty = loyalty
-        self.validated = validated
-        self.loads = loads
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from mailsync.operators.report import contacts_report
-
-        loads = [self.loads] if isinstance(self.loads, dict) else list(self.loads)
-        with links.publish_links(context, self):
-            return contacts_report(_run(context), self.extracted, self.loyalty, self.validated, loads)

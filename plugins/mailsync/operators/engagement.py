@@ -15,7 +15,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from mailsync import links
 from mailsync.operators.crm import PENDING
 
 ACTIVITY = "activity"  # the mapping's source of the ESP's events (extract/ and valid/ folders)
@@ -90,33 +89,3 @@ class EngagementTotalsOperator(BaseOperator):
             desired=run.area / folder if folder else run.area,
             name=name,
         )
-
-
-class EngagementReportOperator(BaseOperator):
-    """The day's counts from the four steps' results (mailsync.operators.report.engagement_report):
-    one XCom, the run's note and `report.json`; refused write-backs notify. Links every report
-    file of the run."""
-
-    operator_extra_links = links.ALL
-    ui_color = "#f0f0f0"
-
-    def __init__(
-        self,
-        *,
-        extract: str = "extract",
-        validate: str = "validate",
-        transform: str = "transform",
-        load: str = "load",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.steps = {"extract": extract, "validate": validate, "transform": transform, "load": load}
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from mailsync.operators.report import engagement_report
-        from mailsync.operators.run import Run
-
-        run, ti = Run.from_context(context), context["ti"]
-        got = {name: ti.xcom_pull(task_ids=task_id) or {} for name, task_id in self.steps.items()}
-        with links.publish_links(context, self):
-            return engagement_report(run, got["extract"], got["validate"], got["transform"], got["load"])

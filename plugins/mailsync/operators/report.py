@@ -154,6 +154,36 @@ def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, 
     )
 
 
+def members_report(run: Run, extract: dict, validate: dict, diff: dict, load: dict) -> dict[str, Any]:
+    """Summary of an integration built from the shared steps (stage, gate, map, diff, load ESP
+    members), e.g. legacy_members_to_esp."""
+    report = {
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "interval": [run.start.isoformat(), run.end.isoformat()],
+        "dry_run": bool(load.get("dry_run")),
+        "extracted": extract.get("rows", 0),
+        "quarantined": validate.get("rows_quarantined", 0),
+        "quarantine_reasons": validate.get("quarantine_reasons", {}),
+        "unchanged": diff.get("unchanged", 0),
+        "new": diff.get("new", 0),
+        "changed": diff.get("changed", 0),
+        "not_audience_members": load.get("not_audience_members", 0),
+        "sent": load.get("sent", load.get("would_send", 0)),
+        "updated": load.get("updated", 0),
+        "rejected": load.get("rejected", 0),
+        "api_calls": {"esp": load.get("api_calls", 0)},
+        "esp_write_calls": load.get("write_calls", 0),
+        "quality_report": validate.get("report"),
+        "quarantine_file": validate.get("quarantine"),
+        "rejected_file": load.get("rejected_file"),
+    }
+    refused = report["rejected"]
+    warnings = [f"The ESP refused {refused} record(s): reasons in the rejected file."] if refused else []
+    headline = ("extracted", "quarantined", "unchanged", "new", "changed", "not_audience_members", "updated")
+    return finish(run, extract.get("started_at"), report, warnings, headline)
+
+
 def finish(
     run: Run, started_at: str | None, report: dict[str, Any], warnings: list[str], headline: tuple[str, ...]
 ) -> dict:

@@ -229,32 +229,3 @@ class LoadShopOrdersOperator(_ShopEspStep):
             result["write_calls"],
         )
         return result
-
-
-class ShopReportOperator(BaseOperator):
-    """The run's summary from the steps' results (their XComs): revenue, orders, attribution,
-    unknown customers, API calls, the report files; one XCom, `report.json`, the run's note.
-    Links every report file of the run."""
-
-    operator_extra_links = links.ALL
-    ui_color = "#f0f0f0"
-
-    def __init__(
-        self,
-        *,
-        extract: str = "extract",
-        validate: str = "validate",
-        transform: str = "transform",
-        load: str = "load",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.steps = {"extract": extract, "validate": validate, "transform": transform, "load": load}
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        from mailsync.operators.report import shop_report
-
-        run, ti = Run.from_context(context), context["ti"]
-        got = {name: ti.xcom_pull(task_ids=task_id) or {} for name, task_id in self.steps.items()}
-        with links.publish_links(context, self):
-            return shop_report(run, got["extract"], got["validate"], got["transform"], got["load"])

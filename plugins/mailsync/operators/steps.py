@@ -237,48 +237,32 @@ class LoadEspMembersOperator(BaseOperator):
         return {**counts, "not_audience_members": outside}
 
 
-class SummaryReportOperator(BaseOperator):
+class ReportOperator(BaseOperator):
     """The run's summary from its steps' results: one XCom, `report.json`, the DAG run's note;
-    warnings (records the vendor refused) notify on-call. Links every report file of the run."""
+    warnings (records a vendor refused, a refused loyalty file) notify on-call. Links every
+    report file of the run.
 
+    `summary` names the integration's summary in mailsync.operators.report (`members_report`,
+    `contacts_report`, ...); `results` gives it each step's result by its argument name, as the
+    steps' XComArgs (`{"extract": extract.output, ...}`, resolved when the task runs; a mapped
+    step's is the list of its results)."""
+
+    template_fields: Sequence[str] = ("results",)
     operator_extra_links = links.ALL
     ui_color = "#f0f0f0"
 
-    def __init__(
-        self, *, extract: str, validate: str, diff: str, load: str, headline: Sequence[str], **kwargs: Any
-    ) -> None:
+    def __init__(self, *, summary: str, results: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.steps = {"extract": extract, "validate": validate, "diff": diff, "load": load}
-        self.headline = tuple(headline)
+        self.summary = summary
+        self.results = results
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from mailsync.operators.report import finish
+        from mailsync.operators import report
 
-        run, ti = _run(context), context["ti"]
-        got = {name: ti.xcom_pull(task_ids=task_id) or {} for name, task_id in self.steps.items()}
-        extract, validate, diffed, load = got["extract"], got["validate"], got["diff"], got["load"]
-        report = {
-            "dag_id": run.dag_id,
-            "run_id": run.run_id,
-            "interval": [run.start.isoformat(), run.end.isoformat()],
-            "dry_run": bool(load.get("dry_run")),
-            "extracted": extract.get("rows", 0),
-            "quarantined": validate.get("rows_quarantined", 0),
-            "quarantine_reasons": validate.get("quarantine_reasons", {}),
-            "unchanged": diffed.get("unchanged", 0),
-            "new": diffed.get("new", 0),
-            "changed": diffed.get("changed", 0),
-            "not_audience_members": load.get("not_audience_members", 0),
-            "sent": load.get("sent", load.get("would_send", 0)),
-            "updated": load.get("updated", 0),
-            "rejected": load.get("rejected", 0),
-            "api_calls": {"esp": load.get("api_calls", 0)},
-            "esp_write_calls": load.get("write_calls", 0),
-            "quality_report": validate.get("report"),
-            "quarantine_file": validate.get("quarantine"),
-            "rejected_file": load.get("rejected_file"),
+        build = getattr(report, self.summary)
+        results = {
+            name: value if isinstance(value, dict) else list(value or [])
+            for name, value in self.results.items()
         }
-        refused = report["rejected"]
-        warnings = [f"The ESP refused {refused} record(s): reasons in the rejected file."] if refused else []
         with links.publish_links(context, self):
-            return finish(run, extract.get("started_at"), report, warnings, self.headline)
+            return build(_run(context), **results)

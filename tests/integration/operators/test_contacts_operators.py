@@ -21,7 +21,7 @@ from mailsync.operators.contacts import (
 )
 from tests.connections import variant
 from tests.integration.dags import dagrun
-from tests.integration.operators.test_steps import TaskInstance
+from tests.integration.operators.context import operator_context, published
 
 DAG, STATE = "crm_to_esp_contacts__brand_x", "crm_to_esp_contacts__brand_x"
 START, END = datetime(2026, 11, 19, 2, tzinfo=UTC), datetime(2026, 11, 20, 2, tzinfo=UTC)
@@ -29,16 +29,7 @@ PARAMS = {"partitions": 2, "max_removal_share": 0.1, "allow_mass_removal": False
 
 
 def _context(run_id: str, **params) -> dict:
-    from types import SimpleNamespace
-
-    return {
-        "ti": TaskInstance(),
-        "dag": SimpleNamespace(dag_id=DAG),
-        "run_id": run_id,
-        "data_interval_start": START,
-        "data_interval_end": END,
-        "params": {**PARAMS, **params},
-    }
+    return operator_context(DAG, run_id, START, END, **{**PARAMS, **params})
 
 
 @pytest.fixture
@@ -107,8 +98,7 @@ def test_the_gate_links_its_report_and_an_unknown_connection_names_itself(brand_
     ).execute(context)
     gate = ContactsQualityGateOperator(task_id="validate")
     gate.execute(context)
-    shown = {link.name for link in gate.operator_extra_links if link.xcom_key in context["ti"].pushed}
-    assert shown == {"Quality report", "Quarantine"}
+    assert published(gate, context) == {"Quality report", "Quarantine"}
 
     with pytest.raises(Exception, match="crm_brand_missing"):
         ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id="crm_brand_missing").execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -17,7 +16,7 @@ from mailsync.operators.run import Run
 from tests.connections import variant
 from tests.integration.dags import dagrun
 from tests.integration.dags.expected_engagement import crm_state, events
-from tests.integration.operators.test_steps import TaskInstance
+from tests.integration.operators.context import operator_context
 
 MAPPING = "esp_to_crm_engagement"
 STATE = "crm_write_back_operator_test"
@@ -26,15 +25,7 @@ UNKNOWN = "nobody-knows-me@example.org"
 
 
 def _context(**params) -> dict:
-    """What an operator reads of its context (mailsync.operators.run.Run.from_context)."""
-    return {
-        "ti": TaskInstance(),
-        "dag": SimpleNamespace(dag_id="operator_test"),
-        "run_id": "manual__operator_test",
-        "data_interval_start": START,
-        "data_interval_end": END,
-        "params": params,
-    }
+    return operator_context("operator_test", "manual__operator_test", START, END, **params)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,32 +18,15 @@ from mailsync.operators.steps import (
 )
 from tests.connections import set_connection
 from tests.integration.dags import dagrun
+from tests.integration.operators.context import operator_context
 from tests.services import require_postgres
 
 MAPPING = "legacy_members_to_esp"
 START, END = datetime(2026, 11, 19, 3, tzinfo=UTC), datetime(2026, 11, 20, 3, tzinfo=UTC)
 
 
-class TaskInstance:
-    """The part of a task instance an operator uses outside a run: the XComs it pushes."""
-
-    def __init__(self) -> None:
-        self.pushed: dict[str, object] = {}
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.pushed[key] = value
-
-
 def _context(**params) -> dict:
-    """What an operator reads of its context (mailsync.operators.run.Run.from_context)."""
-    return {
-        "ti": TaskInstance(),
-        "dag": SimpleNamespace(dag_id="operator_test"),
-        "run_id": "manual__operator_test",
-        "data_interval_start": START,
-        "data_interval_end": END,
-        "params": params,
-    }
+    return operator_context("operator_test", "manual__operator_test", START, END, **params)
 
 
 @pytest.fixture
