@@ -45,8 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DAG_ID = "mailsync_retention"
-SHOP_DAG, ORDERS_INTEGRATION = "shop_conversions_to_esp", "shop_orders_to_esp"
-CONTACTS_DAG = "crm_to_esp_contacts"
+SHOP, ORDERS_STATE, CONTACTS = "shop_conversions_to_esp", "shop_orders_to_esp", "crm_to_esp_contacts"
 PEOPLE_FILES = {"quarantine.csv", "unparsed.parquet", "unknown_customer_orders.csv"}
 PEOPLE_FOLDERS = {"loyalty_bad_lines"}  # the loyalty file's lines that never became rows
 CUSTOMER_COLUMNS = {"customer_id"}  # the CRM's and the loyalty partner's customer id
@@ -83,6 +82,14 @@ def _ls(path: str, fs) -> list[tuple[str, str]]:
     if not fs.exists(path):
         return []
     return [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"]) for e in fs.ls(path, detail=True)]
+
+
+def brand_dag_ids(integration: str, state: str | None = None) -> dict[str, str]:
+    """Every brand's DAG id of an integration, with that brand's name of `state` (the
+    integration's own state name by default); the default brand's are the plain names."""
+    from mailsync.brands import brands_for
+
+    return {b.dag_id(integration): b.state(state or integration) for b in brands_for(integration)}
 
 
 def dag_folders() -> list[str]:
@@ -356,10 +363,11 @@ def live_crm_subjects() -> set[str]:
     from mailsync.staging import state_area
     from mailsync.state import pseudonym
 
-    snapshot = state_area(CONTACTS_DAG) / "snapshots" / "contacts"
     emails: set[str] = set()
-    for name in snapshot.names(".parquet"):
-        emails |= set(snapshot.read_parquet(name, columns=["__key"])["__key"].dropna())
+    for dag_id in brand_dag_ids(CONTACTS):  # any brand's CRM still holding them brings them back
+        snapshot = state_area(dag_id) / "snapshots" / "contacts"
+        for name in snapshot.names(".parquet"):
+            emails |= set(snapshot.read_parquet(name, columns=["__key"])["__key"].dropna())
     return {pseudonym("email", e) for e in emails}
 
 
@@ -381,19 +389,18 @@ def apply_erasures(run: Run, policy: Retention | None = None) -> dict[str, Any]:
     held_back = [e for e in everyone if e.applied_at is None and e.subject in live]
     active = [e for e in everyone if e.subject not in live]
     matcher = Matcher.of(active)
-    tally, busy, order_ids = Scrubbed(), [], set()
+    tally, busy, order_ids = Scrubbed(), [], {}
+    orders_state = brand_dag_ids(SHOP, ORDERS_STATE)  # each brand's shop DAG -> its orders' state
     for dag_id in dag_folders() if active else []:  # all held back: nothing to look for
         with dag_lease(dag_id, run.run_id) as held:
             if not held:
                 busy.append(dag_id)
                 continue
             found = scrub_dag(dag_id, matcher, tally)
-            if dag_id == SHOP_DAG:
-                order_ids |= found
+            if dag_id in orders_state and found:
+                order_ids[orders_state[dag_id]] = sorted(found)
     pending = [e for e in active if e.applied_at is None]
-    state_rows = ledger.erase_state(
-        {e.subject for e in active}, {ORDERS_INTEGRATION: sorted(order_ids)} if order_ids else None
-    )
+    state_rows = ledger.erase_state({e.subject for e in active}, order_ids or None)
     if not busy:
         ledger.mark_applied([e.subject for e in pending])
     result = {

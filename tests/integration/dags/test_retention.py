@@ -313,3 +313,31 @@ def test_a_request_is_applied_but_one_for_somebody_the_crm_still_has_is_held_bac
     late = Run(DAG, "manual__late", now + timedelta(days=30), now + timedelta(days=31))
     with pytest.raises(retention.ErasureOverdue, match="still in the CRM"):
         retention.apply_erasures(late)
+
+
+def test_an_erasure_reaches_every_brands_files_and_state_and_a_brands_crm_holds_it_back(staging):
+    """Brands (include/brands/): each brand's shop DAG and its orders' state are scrubbed, not only
+    the default brand's; a person another brand's CRM still has is held back."""
+    import pandas as pd
+
+    from mailsync.operators import retention
+    from mailsync.staging import state_area
+    from mailsync.state import SyncState
+
+    shop_dag, orders_state = "shop_conversions_to_esp__hotel_alpenhof", "shop_orders_to_esp__hotel_alpenhof"
+    orders = pd.DataFrame({"id": ["901", "902"], "email": ["gone@example.com", "kept@example.com"]})
+    snapshots = state_area(shop_dag) / "snapshots"
+    snapshots.write_parquet("orders.parquet", orders)
+    snapshots.write_parquet("lines.parquet", pd.DataFrame({"order_id": ["901", "902"]}))
+    acked = [{"key": k, "fingerprint": "f", "bucket": 0, "status": "sent"} for k in ("901", "902")]
+    SyncState(orders_state).acknowledge(acked, "run")
+    seeblick = state_area("crm_to_esp_contacts__hotel_seeblick") / "snapshots" / "contacts"
+    seeblick.write_parquet("bucket=00.parquet", pd.DataFrame({"__key": ["live@example.com"]}))
+    retention.request_erasure(["gone@example.com", "live@example.com"])
+    now = datetime.now(UTC)
+
+    result = retention.apply_erasures(Run(DAG, "manual__brands", now - timedelta(days=1), now))
+    assert result["applied_now"] == 1 and len(result["held_back_in_crm"]) == 1  # live: Seeblick's CRM
+    assert snapshots.read_parquet("orders.parquet")["id"].tolist() == ["902"]
+    assert snapshots.read_parquet("lines.parquet")["order_id"].tolist() == ["902"]
+    assert sorted(SyncState(orders_state).load()["key"]) == ["902"]  # the brand's orders' state
