@@ -80,10 +80,23 @@ REVENUE = (RevenueReportLink(),)
 ALL = (*QUALITY, *REJECTED, *REVENUE)
 
 
+def _worth_a_look(path: Path) -> bool:
+    """A CSV with no row below its header (nothing quarantined, nothing refused) is no link."""
+    if path.suffix != ".csv":
+        return True
+    with path.open("rb") as f:
+        f.readline()  # the header
+        return bool(f.readline().strip())
+
+
 def existing_links(operator: Any, dag_id: str, run_id: str, folder: Path) -> list[tuple[RunFileLink, str]]:
-    """The operator's links whose files exist in the run folder, with their URLs."""
+    """The operator's links whose files exist in the run folder (and hold a row), with their URLs."""
     links = [link for link in operator.operator_extra_links if isinstance(link, RunFileLink)]
-    return [(link, link.url(dag_id, run_id)) for link in links if files_of(link.kind, folder)]
+    return [
+        (link, link.url(dag_id, run_id))
+        for link in links
+        if any(_worth_a_look(p) for p in files_of(link.kind, folder))
+    ]
 
 
 @contextmanager
