@@ -206,3 +206,62 @@ def test_a_brand_without_its_esp_connection_is_an_import_error(include):
     path = _write(include / "brands", "outlet_nord", "connections: {legacy_members_db: db}\n")
     (error,) = _parse_with_include(include)["errors"].values()
     assert f"{path}: connections.esp is required by legacy_members_to_esp" in error
+
+
+_PARSE_ALL = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"errors": dict(bag.import_errors), "dags": {}}
+for dag in bag.dags.values():
+    seen = {"conns": set(), "states": set(), "reads": set(), "outlets": set(), "schedule": str(dag.timetable)}
+    for task in dag.tasks:
+        args = {**vars(task), **getattr(task, "partial_kwargs", {})}
+        for name, value in args.items():
+            if isinstance(value, str) and name.endswith("conn_id"):
+                seen["conns"].add(value)
+            if isinstance(value, str) and name.endswith("state"):
+                seen["states"].add(value)
+            if isinstance(value, str) and name.endswith("dag_id") and name != "dag_id" and value:
+                seen["reads"].add(value)
+        seen["outlets"] |= {o.name for o in task.outlets}
+    out["dags"][dag.dag_id] = {k: sorted(v) if isinstance(v, set) else v for k, v in seen.items()}
+print("RESULT " + json.dumps(out))
+"""
+EVERY_CONNECTION = """
+connections: {esp: esp_outlet_nord, crm: crm_outlet_nord, shop: shop_outlet_nord,
+              loyalty_sftp: sftp_outlet_nord, legacy_members_db: club_db_outlet_nord}
+"""
+
+
+def test_a_new_brand_file_gets_every_integrations_dag_reaching_only_its_own_connections(include):
+    """Issue 20: a brand is a file; every DAG of it names only its own connections, states,
+    Assets and the other DAGs of the same brand."""
+    _write(include / "brands", "outlet_nord", EVERY_CONNECTION)
+    env = {**os.environ, "MAILSYNC_INCLUDE_DIR": str(include)}
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_ALL, str(PROJECT / "dags")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    got = json.loads(line.removeprefix("RESULT "))
+    assert not got["errors"]
+    integrations = {
+        "crm_to_esp_contacts",
+        "esp_to_crm_engagement",
+        "shop_conversions_to_esp",
+        "esp_buyer_segments",
+        "legacy_members_to_esp",
+    }
+    assert set(got["dags"]) == {f"{i}__outlet_nord" for i in integrations} | {"mailsync_retention"}
+    ours = {f"{kind}_outlet_nord" for kind in ("esp", "crm", "shop", "sftp", "club_db")}
+    for dag_id, seen in got["dags"].items():
+        if dag_id == "mailsync_retention":  # one for all brands: it reaches no vendor
+            continue
+        assert seen["conns"] and set(seen["conns"]) <= ours, (dag_id, seen["conns"])
+        assert all(s.endswith("__outlet_nord") for s in seen["states"]), (dag_id, seen["states"])
+        assert all(d.endswith("__outlet_nord") for d in seen["reads"]), (dag_id, seen["reads"])
+        assert all(o.endswith("__outlet_nord") for o in seen["outlets"]), (dag_id, seen["outlets"])
+    segments = got["dags"]["esp_buyer_segments__outlet_nord"]["schedule"]
+    assert "esp_audience_contacts__outlet_nord" in segments
+    assert "esp_ecommerce_orders__outlet_nord" in segments
