@@ -32,9 +32,6 @@ def contacts_report(
             "Loyalty file rejected (run %s): %s. Tiers stay as last known.", run.run_id, loyalty_reason
         )
     report = {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "interval": [run.start.isoformat(), run.end.isoformat()],
         "mode": extract.get("mode"),
         "dry_run": bool(run.params.get("dry_run")),
         "extracted": extract.get("contacts", 0),
@@ -113,9 +110,6 @@ def _loyalty_outcome(loyalty: dict, tiers: dict) -> tuple[str, str | None]:
 
 def engagement_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
     report = {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "interval": [run.start.isoformat(), run.end.isoformat()],
         "campaigns": extract.get("campaigns", 0),
         "activity_rows": extract.get("rows", 0),
         "quarantined": validate.get("rows_quarantined", 0),
@@ -158,9 +152,6 @@ def members_report(run: Run, extract: dict, validate: dict, diff: dict, load: di
     """Summary of an integration built from the shared steps (stage, gate, map, diff, load ESP
     members), e.g. legacy_members_to_esp."""
     report = {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "interval": [run.start.isoformat(), run.end.isoformat()],
         "dry_run": bool(load.get("dry_run")),
         "extracted": extract.get("rows", 0),
         "quarantined": validate.get("rows_quarantined", 0),
@@ -187,10 +178,14 @@ def members_report(run: Run, extract: dict, validate: dict, diff: dict, load: di
 def finish(
     run: Run, started_at: str | None, report: dict[str, Any], warnings: list[str], headline: tuple[str, ...]
 ) -> dict:
-    """Duration counts from the first task's start (the extract) to now."""
+    """The run's identity first, then the integration's counts; duration counts from the first
+    task's start (the extract) to now."""
     from airflow.sdk import get_current_context
 
     from mailsync.notifications import notify_warnings, set_run_note
+
+    interval = [run.start.isoformat(), run.end.isoformat()]
+    report = {"dag_id": run.dag_id, "run_id": run.run_id, "interval": interval, **report}
 
     if started_at:
         report["duration_s"] = round(
@@ -235,9 +230,6 @@ def _shown(value: Any) -> str:
 def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
     orders, buyers = load.get("orders", {}), load.get("buyers", {})
     report = {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "interval": [run.start.isoformat(), run.end.isoformat()],
         "orders_extracted": extract.get("orders", 0),
         "quarantined": sum(v.get("rows_quarantined", 0) for v in validate.values()),
         "quarantine_reasons": {

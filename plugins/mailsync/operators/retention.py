@@ -39,6 +39,7 @@ from mailsync.staging import root
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from airflow.sdk import ObjectStoragePath
 
     from mailsync.operators.run import Run
     from mailsync.state import Erasure
@@ -129,21 +130,11 @@ def delete_old_runs(run: Run, policy: Retention | None = None) -> dict[str, Any]
     """Delete run folders whose interval ended `run_days` or more before this run's interval end."""
     policy = policy or retention()
     cutoff = run.end - timedelta(days=policy.run_days)
-    started, deleted, kept, busy = time.monotonic(), 0, 0, []
-    for dag_id in dag_folders():
-        folders = run_folders(dag_id)
-        old = [label for label, end in folders if end <= cutoff]
-        kept += len(folders) - len(old)
-        if not old:
-            continue
-        with dag_lease(dag_id, run.run_id) as held:
-            if not held:
-                busy.append(dag_id)
-                continue
-            for label in old:
-                folder = root() / dag_id / "runs" / label
-                folder.fs.rm(folder.path, recursive=True)
-                deleted += 1
+    started, deleted, busy = time.monotonic(), 0, []
+    for folder in _leased_folders(run, cutoff, busy):
+        folder.fs.rm(folder.path, recursive=True)
+        deleted += 1
+    kept = sum(len(run_folders(dag_id)) for dag_id in dag_folders())
     log.info(
         "Run folders: %d deleted (interval ended on or before %s), %d kept; busy DAGs: %s",
         deleted,
@@ -165,6 +156,18 @@ def delete_people_files(run: Run, policy: Retention | None = None) -> dict[str, 
     policy = policy or retention()
     cutoff = run.end - timedelta(days=policy.quarantine_days)
     started, deleted, busy = time.monotonic(), 0, []
+    for folder in _leased_folders(run, cutoff, busy):
+        for path in folder.fs.find(folder.path):
+            if is_people_file(path[len(folder.path) :]):
+                folder.fs.rm(path)
+                deleted += 1
+    log.info("Quarantine and rejected files: %d deleted (runs ended on or before %s)", deleted, cutoff)
+    return {"deleted": deleted, "cutoff": cutoff.isoformat(), "busy": busy, "seconds": _since(started)}
+
+
+def _leased_folders(run: Run, cutoff: datetime, busy: list[str]) -> Iterator[ObjectStoragePath]:
+    """The run folders whose interval ended on or before `cutoff`, each DAG's while this run
+    holds that DAG's run lease; a DAG that is running is left for the next day (in `busy`)."""
     for dag_id in dag_folders():
         old = [label for label, end in run_folders(dag_id) if end <= cutoff]
         if not old:
@@ -174,13 +177,7 @@ def delete_people_files(run: Run, policy: Retention | None = None) -> dict[str, 
                 busy.append(dag_id)
                 continue
             for label in old:
-                folder = root() / dag_id / "runs" / label
-                for path in folder.fs.find(folder.path):
-                    if is_people_file(path[len(folder.path) :]):
-                        folder.fs.rm(path)
-                        deleted += 1
-    log.info("Quarantine and rejected files: %d deleted (runs ended on or before %s)", deleted, cutoff)
-    return {"deleted": deleted, "cutoff": cutoff.isoformat(), "busy": busy, "seconds": _since(started)}
+                yield root() / dag_id / "runs" / label
 
 
 def _since(started: float) -> float:
