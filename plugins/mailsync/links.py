@@ -1,17 +1,16 @@
 """A task's links to its run's files for people: Quality report, Quarantine, Rejected records,
 Revenue report, on the task's page in the UI.
 
-Each step operator declares the links of the files it writes (`operator_extra_links`) and
-publishes them when it ends, succeeded or failed (`publish_links`): a link appears once its file
-exists, so a failed quality gate shows its report. The URL (stored as the link's XCom, which is
-how Airflow 3's api-server reads an operator's links) points at the mailsync plugin's app
-(mailsync.run_files), which serves the file from staging to logged-in users only.
+Each step operator declares the links of the files it writes (`operator_extra_links`). When a
+task ends, succeeded or failed, Airflow 3's task runner asks each of its links for the URL
+(`get_link`, on the worker) and stores it as the link's XCom, which is all the api-server reads:
+so a link appears once its file holds a row, and a failed quality gate shows its report. The URL
+points at the mailsync plugin's app (mailsync.run_files), which serves the file from staging to
+logged-in users only. In the UI: the task's Details tab, "Extra Links".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -40,8 +39,7 @@ def files_of(kind: str, folder: Path) -> list[Path]:
 
 
 class RunFileLink(BaseOperatorLink):
-    """A task's link to one kind of its run's files; the URL is the task's XCom under this
-    link's key, published by the task (empty, no button, until then)."""
+    """A task's link to one kind of its run's files (empty, no button, where it wrote none)."""
 
     kind: ClassVar[str]
 
@@ -53,9 +51,14 @@ class RunFileLink(BaseOperatorLink):
         return f"{ui_url()}/mailsync/runs/{quote(dag_id)}/{quote(run_id, safe='')}/{self.kind}"
 
     def get_link(self, operator, *, ti_key) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
+        """Called on the worker as the task ends, with its task instance (see the module)."""
+        from mailsync.operators.run import Run
 
-        return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
+        run = Run.from_context(ti_key.get_template_context())
+        return self.url(run.dag_id, run.run_id) if self.written(Path(run.area.path.path)) else ""
+
+    def written(self, folder: Path) -> bool:
+        return any(_worth_a_look(p) for p in files_of(self.kind, folder))
 
 
 class QualityReportLink(RunFileLink):
@@ -90,24 +93,6 @@ def _worth_a_look(path: Path) -> bool:
 
 
 def existing_links(operator: Any, dag_id: str, run_id: str, folder: Path) -> list[tuple[RunFileLink, str]]:
-    """The operator's links whose files exist in the run folder (and hold a row), with their URLs."""
+    """The operator's links whose files the run folder holds, with their URLs (for messages)."""
     links = [link for link in operator.operator_extra_links if isinstance(link, RunFileLink)]
-    return [
-        (link, link.url(dag_id, run_id))
-        for link in links
-        if any(_worth_a_look(p) for p in files_of(link.kind, folder))
-    ]
-
-
-@contextmanager
-def publish_links(context: Any, operator: Any) -> Iterator[None]:
-    """Around a step's work: afterwards, whether it succeeded or failed, store the URL of each
-    of its links whose file now exists (what the task's page shows)."""
-    try:
-        yield
-    finally:
-        from mailsync.operators.run import Run
-
-        run = Run.from_context(context)
-        for link, url in existing_links(operator, run.dag_id, run.run_id, Path(run.area.path.path)):
-            context["ti"].xcom_push(key=link.xcom_key, value=url)
+    return [(link, link.url(dag_id, run_id)) for link in links if link.written(folder)]

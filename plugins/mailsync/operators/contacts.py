@@ -89,8 +89,7 @@ class ContactsQualityGateOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from mailsync.contacts.quality import validate
 
-        with links.publish_links(context, self):
-            return validate(_run(context), _mapping(self.mapping))
+        return validate(_run(context), _mapping(self.mapping))
 
 
 class ListAudienceOperator(BaseOperator):
@@ -212,15 +211,14 @@ class LoadContactsOperator(BaseOperator):
         from mailsync.hooks.esp import EspHook
 
         run = _run(context)
-        with links.publish_links(context, self):
-            return load(
-                run,
-                EspHook(self.esp_conn_id),
-                _mapping(self.mapping),
-                self.state,
-                dict(self.diffed),
-                partitions=int(run.params["partitions"]),
-            )
+        return load(
+            run,
+            EspHook(self.esp_conn_id),
+            _mapping(self.mapping),
+            self.state,
+            dict(self.diffed),
+            partitions=int(run.params["partitions"]),
+        )
 
 
 class CommitSnapshotsOperator(BaseOperator):

@@ -94,7 +94,7 @@ class WriteBackCrmContactsOperator(BaseOperator):
         desired = area.read_parquet(name)
         state = SyncState(self.state)
         acked = state.load(sorted(set(desired[sync.BUCKET])))
-        upserts, _, counts = sync.diff(desired, acked)  # removals do not apply: only touched contacts
+        upserts, _, counts = sync.diff(desired, acked, state)  # removals do not apply: only touched contacts
         if run.params.get("dry_run"):
             return {**counts, "dry_run": True, "would_write": len(upserts)}
         m = load_mapping(self.mapping)
@@ -102,15 +102,14 @@ class WriteBackCrmContactsOperator(BaseOperator):
         hook = CrmHook(self.crm_conn_id)
         written, rejected = 0, []
         all_records = m.destination.write_back == "all_records_with_email"
-        with links.publish_links(context, self):
-            for result in hook.update_contacts(sync.payloads(m, upserts), all_records=all_records):
-                sync.acknowledge(state, result.accepted, meta, run.run_id)
-                written += len(result.accepted)
-                rejected.extend(result.rejected)
-            unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
-            retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN})
-            keep_pending(run.current, retry, self.pending)
-            path = (run.area / "load").write_text("rejected.csv", sync.rejected_csv(rejected))
+        for result in hook.update_contacts(sync.payloads(m, upserts), all_records=all_records):
+            sync.acknowledge(state, result.accepted, meta, run.run_id)
+            written += len(result.accepted)
+            rejected.extend(result.rejected)
+        unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
+        retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN})
+        keep_pending(run.current, retry, self.pending)
+        path = (run.area / "load").write_text("rejected.csv", sync.rejected_csv(rejected))
         log.info(
             "CRM: %d contacts written, %d unknown to the CRM (reported, not created), %d other rejections",
             written,

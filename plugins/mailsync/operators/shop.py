@@ -91,8 +91,7 @@ class TransformShopOrdersOperator(_ShopEspStep):
 
     def execute(self, context: Any) -> dict[str, Any]:
         run = Run.from_context(context)
-        with links.publish_links(context, self):
-            return self._transform(run)
+        return self._transform(run)
 
     def _transform(self, run: Run) -> dict[str, Any]:
         from mailsync.engagement.clicks import clicks_between
@@ -200,26 +199,25 @@ class LoadShopOrdersOperator(_ShopEspStep):
                 "would_update_buyers": len(buyers),
             }
         hook = EspHook(self.esp_conn_id)
-        with links.publish_links(context, self):
-            result["products"] = ecommerce.load_products(
-                hook, products, state=self.products_state, run_id=run.run_id
-            )
-            result["orders"] = ecommerce.load_orders(
-                hook,
-                orders,
-                load_mapping(self.orders_mapping),
-                state=self.orders_state,
-                run_id=run.run_id,
-                out=out,
-            )
-            result["buyers"] = shop_buyers.load_buyers(
-                hook,
-                buyers,
-                load_mapping(self.buyers_mapping),
-                state=self.buyers_state,
-                run_id=run.run_id,
-                out=out / "buyers",
-            )
+        result["products"] = ecommerce.load_products(
+            hook, products, state=self.products_state, run_id=run.run_id
+        )
+        result["orders"] = ecommerce.load_orders(
+            hook,
+            orders,
+            load_mapping(self.orders_mapping),
+            state=self.orders_state,
+            run_id=run.run_id,
+            out=out,
+        )
+        result["buyers"] = shop_buyers.load_buyers(
+            hook,
+            buyers,
+            load_mapping(self.buyers_mapping),
+            state=self.buyers_state,
+            run_id=run.run_id,
+            out=out / "buyers",
+        )
         result.update(hook.stats.as_dict())
         log.info(
             "ESP: %s orders sent, %s unknown customers (not loaded), %s buyers updated, %s write calls",

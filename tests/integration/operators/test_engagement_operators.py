@@ -16,7 +16,7 @@ from mailsync.operators.run import Run
 from tests.connections import variant
 from tests.integration.dags import dagrun
 from tests.integration.dags.expected_engagement import crm_state, events
-from tests.integration.operators.context import operator_context
+from tests.integration.operators.context import links_shown, operator_context
 
 MAPPING = "esp_to_crm_engagement"
 STATE = "crm_write_back_operator_test"
@@ -78,9 +78,8 @@ def test_the_write_back_writes_acknowledges_and_a_second_run_writes_nothing(worl
         assert after[email]["esp_last_open_at"].startswith("2026-11-19T08:15:00")
     assert UNKNOWN not in after and len(world.crm_contacts()) == contacts_before  # reported, not created
     assert "unknown_contact" in Run.from_context(context).area.read_text("load/rejected.csv")
-    (link,) = WriteBackCrmContactsOperator.operator_extra_links
-    assert context["ti"].pushed == {
-        link.xcom_key: f"{ui_url()}/mailsync/runs/operator_test/manual__operator_test/rejected"
+    assert links_shown(op, context) == {
+        "Rejected records": f"{ui_url()}/mailsync/runs/operator_test/manual__operator_test/rejected"
     }
 
     world.clear_requests()

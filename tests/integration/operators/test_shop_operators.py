@@ -20,7 +20,7 @@ from mailsync.operators.shop import (
 from mailsync.operators.steps import QualityGateOperator, ReportOperator
 from mailsync.state import SyncState
 from tests.integration.dags import dagrun
-from tests.integration.operators.context import operator_context, published
+from tests.integration.operators.context import links_shown, operator_context, published
 
 DAG = "shop_operator_test"
 START, END = datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
@@ -36,11 +36,6 @@ WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 def _context(**params) -> dict:
     return operator_context(DAG, "manual__shop_operator_test", START, END, **params)
-
-
-def _links(operator) -> dict[str, str]:
-    """Link name -> the XCom key its URL is published under."""
-    return {link.name: link.xcom_key for link in operator.operator_extra_links}
 
 
 @pytest.fixture
@@ -94,7 +89,7 @@ def test_transform_and_load_send_members_orders_once_and_publish_the_revenue_pag
     transformed = transform.execute(step := _context())
     assert transformed["orders_touched"] == gate["orders"]["rows_good"]
     assert transformed["clicks_until"] is None and "last_click" not in transformed["attribution"]
-    assert step["ti"].pushed == {_links(transform)["Revenue report"]: f"{ui_url()}{RUN_URL}/revenue"}
+    assert links_shown(transform, step) == {"Revenue report": f"{ui_url()}{RUN_URL}/revenue"}
 
     members_before = sandbox.esp_members()
     load = LoadShopOrdersOperator(task_id="load", **STATES)
@@ -108,7 +103,7 @@ def test_transform_and_load_send_members_orders_once_and_publish_the_revenue_pag
     assert loaded["buyers"]["sent"] == len(with_totals) > 0
     assert len(SyncState(STATES["orders_state"]).load()) == len(esp_orders)
     assert SyncState("shop_orders_to_esp").count() == 0  # the default state was never touched
-    assert step["ti"].pushed == {}  # the ESP refused nothing: no Rejected records link
+    assert links_shown(load, step) == {}  # the ESP refused nothing: no Rejected records link
 
     sandbox.clear_requests()
     again = _context()

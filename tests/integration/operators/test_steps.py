@@ -18,7 +18,7 @@ from mailsync.operators.steps import (
 )
 from tests.connections import set_connection
 from tests.integration.dags import dagrun
-from tests.integration.operators.context import operator_context
+from tests.integration.operators.context import links_shown, operator_context
 from tests.services import require_postgres
 
 MAPPING = "legacy_members_to_esp"
@@ -77,14 +77,14 @@ def test_stage_validate_map_diff_and_a_dry_load(table, vendors, connections):
     ).execute(context)
     assert staged["rows"] == 23  # half-open: 2026-11-20 03:00 belongs to the next day
 
-    gate = QualityGateOperator(task_id="validate", mapping=MAPPING, source="members").execute(context)
+    gate_op = QualityGateOperator(task_id="validate", mapping=MAPPING, source="members")
+    gate = gate_op.execute(context)
     assert (gate["rows_good"], gate["rows_quarantined"]) == (21, 2)
     assert set(gate["quarantine_reasons"]) == {"invalid_email", "unknown_club_level"}
-    links = {link.name: link for link in QualityGateOperator.operator_extra_links}
     run_url = "/mailsync/runs/operator_test/manual__operator_test"
-    assert context["ti"].pushed == {  # the task page's links, now that the files exist
-        links["Quality report"].xcom_key: f"{ui_url()}{run_url}/quality-report",
-        links["Quarantine"].xcom_key: f"{ui_url()}{run_url}/quarantine",
+    assert links_shown(gate_op, context) == {  # the task page's links, now that the files exist
+        "Quality report": f"{ui_url()}{run_url}/quality-report",
+        "Quarantine": f"{ui_url()}{run_url}/quarantine",
     }
 
     mapped = MapOperator(task_id="map", mapping=MAPPING, source="members").execute(context)
@@ -93,9 +93,10 @@ def test_stage_validate_map_diff_and_a_dry_load(table, vendors, connections):
     assert (diffed["new"], diffed["changed"], diffed["to_remove"]) == (21, 0, 0)
 
     vendors.clear_requests()
-    load = LoadEspMembersOperator(task_id="load", mapping=MAPPING, state=MAPPING).execute(context)
+    load_op = LoadEspMembersOperator(task_id="load", mapping=MAPPING, state=MAPPING)
+    load = load_op.execute(context)
     assert load == {"dry_run": True, "would_send": 0, "not_audience_members": 21}  # no contacts sync yet
-    assert len(context["ti"].pushed) == 2  # nothing was refused: no Rejected records link
+    assert links_shown(load_op, context) == {}  # nothing was refused: no Rejected records link
     assert [r for r in vendors.requests("esp") if r["method"] != "GET"] == []
 
 
