@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,9 +170,6 @@ def migrate(eng: sa.Engine, attempts: int = 5) -> None:
             command.upgrade(config, "head")
 
 
-_loaded_by: dict[int, tuple[weakref.ref, SyncState]] = {}  # id(frame) -> (frame, its SyncState)
-
-
 class SyncState:
     """The acknowledged records of one integration."""
 
@@ -192,19 +188,9 @@ class SyncState:
             q = q.where(sync_state.c.bucket.in_(list(buckets)))
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        frame = pd.DataFrame(rows, columns=["key", "fingerprint", "status", "bucket"]).astype(
+        return pd.DataFrame(rows, columns=["key", "fingerprint", "status", "bucket"]).astype(
             {"key": "string", "fingerprint": "string", "status": "string", "bucket": "int64"}
         )
-        key = id(frame)
-        _loaded_by[key] = (weakref.ref(frame, lambda _, k=key: _loaded_by.pop(k, None)), self)
-        return frame
-
-    @staticmethod
-    def that_loaded(frame: pd.DataFrame) -> SyncState | None:
-        """The SyncState whose `load` returned this very frame (not a copy of it), if any: the
-        diff rewrites stored prints through it (`reprint`)."""
-        ref, state = _loaded_by.get(id(frame), (None, None))
-        return state if ref is not None and ref() is frame else None
 
     def reprint(self, prints: list[tuple[str, str, str]]) -> int:
         """Replace stored prints by equal ones of the current algorithm, as (key, stored print,

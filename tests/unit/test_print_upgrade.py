@@ -68,7 +68,7 @@ def test_unchanged_records_send_nothing_and_their_prints_are_rewritten(tmp_path,
     # loaded by tonight's buckets, as the diff tasks do: every key is where the old code put it
     acked = state.load(sorted(set(members[sync.BUCKET])))
     assert len(acked) == len(members)
-    upserts, removals, counts = sync.diff(members, acked)
+    upserts, removals, counts = sync.diff(members, acked, state)
     assert (len(upserts), len(removals)) == (0, 0)
     assert counts | {"reprinted": 0} == {
         "desired": 200,
@@ -84,14 +84,14 @@ def test_unchanged_records_send_nothing_and_their_prints_are_rewritten(tmp_path,
     assert after.to_dict() == dict(zip(members[engine.KEY], members[engine.FINGERPRINT], strict=True))
     assert set(state.load()["status"]) == {"subscribed"}  # only the print changed
     # the next night is a plain one: the old path is idle
-    _, _, again = sync.diff(members, state.load())
+    _, _, again = sync.diff(members, state.load(), state)
     assert (again["unchanged"], again["reprinted"]) == (200, 0)
 
 
 def test_a_changed_record_is_still_sent_and_keeps_its_old_print_until_acknowledged(tmp_path, mapping):
     state = state_before_issue_20(tmp_path, mapping, desired_members(mapping))
     tonight = desired_members(mapping, firstname=(7, "Annabel"), lifetime_value=(9, "12.51"))
-    upserts, _, counts = sync.diff(tonight, state.load())
+    upserts, _, counts = sync.diff(tonight, state.load(), state)
     assert sorted(upserts[engine.KEY]) == ["user7@example.com", "user9@example.com"]
     assert set(upserts[sync.CHANGE]) == {"changed"}
     assert (counts["changed"], counts["unchanged"], counts["reprinted"]) == (2, 198, 198)
@@ -108,7 +108,7 @@ def test_a_changed_record_is_still_sent_and_keeps_its_old_print_until_acknowledg
 def test_a_new_record_is_new(tmp_path, mapping):
     members = desired_members(mapping)
     state = state_before_issue_20(tmp_path, mapping, members.iloc[:150])
-    upserts, _, counts = sync.diff(members, state.load())
+    upserts, _, counts = sync.diff(members, state.load(), state)
     assert (counts["new"], counts["reprinted"], len(upserts)) == (50, 150, 50)
 
 
@@ -117,12 +117,12 @@ def test_a_print_a_caller_extended_is_recognised_with_its_suffix(tmp_path, mappi
     members = desired_members(mapping, n=40)
     state = state_before_issue_20(tmp_path, mapping, members, suffix="0a1b2c3d")
     orders = members.assign(**{engine.FINGERPRINT: members[engine.FINGERPRINT] + "0a1b2c3d"})
-    upserts, _, counts = sync.diff(orders, state.load())
+    upserts, _, counts = sync.diff(orders, state.load(), state)
     assert (len(upserts), counts["reprinted"]) == (0, 40)
     assert stored(state).str.endswith("0a1b2c3d").all()
     changed_lines = members.assign(**{engine.FINGERPRINT: members[engine.FINGERPRINT] + "ffffffff"})
     state = state_before_issue_20(tmp_path / "again", mapping, members, suffix="0a1b2c3d")
-    upserts, _, counts = sync.diff(changed_lines, state.load())
+    upserts, _, counts = sync.diff(changed_lines, state.load(), state)
     assert (len(upserts), counts["reprinted"]) == (40, 0)
 
 
@@ -134,7 +134,7 @@ def test_prints_of_their_own_are_compared_as_they_are(tmp_path):
     products = pd.DataFrame(
         {engine.KEY: ["p1", "p2"], engine.FINGERPRINT: ["00aa11bb22cc33dd", "99"], sync.BUCKET: 0}
     ).astype({engine.KEY: "string", engine.FINGERPRINT: "string"})
-    upserts, _, counts = sync.diff(products, state.load([0]))
+    upserts, _, counts = sync.diff(products, state.load([0]), state)
     assert upserts[engine.KEY].tolist() == ["p2"] and counts["reprinted"] == 0
 
 
@@ -144,7 +144,7 @@ def test_a_print_acknowledged_meanwhile_is_not_overwritten(tmp_path, mapping):
     acked = state.load()
     key = members[engine.KEY][0]
     state.acknowledge([{"key": key, "bucket": 1, "fingerprint": "v2:0000000000000000"}], "another try")
-    sync.diff(members, acked)  # the frame read before that acknowledgement
+    sync.diff(members, acked, state)  # the frame read before that acknowledgement
     after = stored(state)
     assert after[key] == "v2:0000000000000000"
     assert (after.drop(key) == members.set_index(engine.KEY)[engine.FINGERPRINT].drop(key)).all()
@@ -160,6 +160,5 @@ def test_a_state_frame_not_read_from_the_database_is_diffed_without_writing(mapp
             "bucket": members[sync.BUCKET],
         }
     )
-    assert SyncState.that_loaded(frame) is None
-    upserts, _, counts = sync.diff(members, frame)
+    upserts, _, counts = sync.diff(members, frame, None)
     assert (len(upserts), counts["reprinted"]) == (0, 8)

@@ -25,7 +25,7 @@ def diff(run: Run, state_name: str, transformed: dict[str, Any]) -> dict[str, An
     desired = concat((run.area / "desired").read_parquet(f"bucket={b:02d}.parquet") for b in buckets)
     state = SyncState(state_name)
     acked = state.load(buckets)
-    upserts, removals, counts = sync.diff(desired, acked)
+    upserts, removals, counts = sync.diff(desired, acked, state)
     mirrored, audience = mirror_removals(run, buckets, desired, removals)
     removals = pd.concat(
         [removals.assign(**{sync.MIRROR: False}), mirrored.assign(**{sync.MIRROR: True})], ignore_index=True

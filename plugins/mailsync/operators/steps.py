@@ -105,8 +105,7 @@ class QualityGateOperator(BaseOperator):
 
         run, m = _run(context), load_mapping(self.mapping)
         sources = [self.source] if isinstance(self.source, str) else list(self.source)
-        with links.publish_links(context, self):
-            gates = {source: _gate(run, m, source) for source in sources}
+        gates = {source: _gate(run, m, source) for source in sources}
         return gates[self.source] if isinstance(self.source, str) else gates
 
 
@@ -174,8 +173,8 @@ class DiffOperator(BaseOperator):
         run = _run(context)
         desired = (run.area / MAPPED).read_parquet("records.parquet")
         buckets = sorted(set(desired[sync.BUCKET])) if len(desired) else []
-        acked = SyncState(self.state).load(buckets)
-        upserts, removals, counts = sync.diff(desired, acked)
+        state = SyncState(self.state)
+        upserts, removals, counts = sync.diff(desired, state.load(buckets), state)
         if not self.removals:
             removals, counts["to_remove"] = removals.iloc[0:0], 0
         out = run.area / DIFF
@@ -228,10 +227,9 @@ class LoadEspMembersOperator(BaseOperator):
         if run.params.get("dry_run"):
             return {"dry_run": True, "would_send": len(upserts), "not_audience_members": outside}
         hook = EspHook(self.esp_conn_id)
-        with links.publish_links(context, self):
-            counts = sync.load_members(
-                hook, m, self.state, upserts, removals, run_id=run.run_id, out=run.area / LOAD
-            )
+        counts = sync.load_members(
+            hook, m, self.state, upserts, removals, run_id=run.run_id, out=run.area / LOAD
+        )
         log.info("ESP: sent %d, rejected %d, %d not audience members (skipped)", counts["sent"],
                  counts["rejected"], outside)  # fmt: skip
         return {**counts, "not_audience_members": outside}
@@ -264,5 +262,4 @@ class ReportOperator(BaseOperator):
             name: value if isinstance(value, dict) else list(value or [])
             for name, value in self.results.items()
         }
-        with links.publish_links(context, self):
-            return build(_run(context), **results)
+        return build(_run(context), **results)

@@ -35,23 +35,27 @@ class MassRemovalRefused(Exception):
     """A run would remove a large share of the audience; almost always an extract problem."""
 
 
-def diff(desired: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """(records to upsert with their change kind, state rows to remove, counts).
+def diff(
+    desired: pd.DataFrame, acked: pd.DataFrame, state: SyncState | None
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """(records to upsert with their change kind, state rows to remove, counts): the desired
+    records against `acked`, the rows `state.load()` returned (`state` None: rows of no state,
+    whose prints nothing rewrites).
 
     A print stored before prints were versioned (bare hex: pandas' hash) is compared with the
     record's print by that algorithm, which the transform computes beside the new one
     (`engine.LEGACY_FINGERPRINT`). When they match, the record is unchanged and its stored print
-    is rewritten to the new one (`reprint`: the state only, no vendor call, in a dry run too as
-    it changes no meaning); else it is changed.
+    is rewritten to the new one in `state` (`reprint`: no vendor call, in a dry run too as it
+    changes no meaning); else it is changed.
     """
-    acked = state.set_index("key")["fingerprint"] if len(state) else pd.Series(dtype="string")
-    known = desired[KEY].map(acked)
+    prints = acked.set_index("key")["fingerprint"] if len(acked) else pd.Series(dtype="string")
+    known = desired[KEY].map(prints)
     new = known.isna()
     reprint = _unchanged_by_the_pandas_print(desired, known)
     changed = ~new & (known != desired[FINGERPRINT]) & ~reprint
     upserts = desired[(new | changed).to_numpy()].copy()
     upserts[CHANGE] = np.where(new[new | changed], "new", "changed")
-    removals = state[~state["key"].isin(desired[KEY])]
+    removals = acked[~acked["key"].isin(desired[KEY])]
     counts = {
         "desired": len(desired),
         "new": int(new.sum()),
@@ -60,8 +64,11 @@ def diff(desired: pd.DataFrame, state: pd.DataFrame) -> tuple[pd.DataFrame, pd.D
         "to_remove": len(removals),
         "reprinted": int(reprint.sum()),
     }
-    if reprint.any():
-        _reprint(state, desired[KEY][reprint], known[reprint], desired[FINGERPRINT][reprint])
+    if reprint.any() and state is not None:
+        done = state.reprint(
+            list(zip(desired[KEY][reprint], known[reprint], desired[FINGERPRINT][reprint], strict=True))
+        )
+        log.info("Rewrote %d stored prints of unchanged records to the current print (nothing sent)", done)
     return upserts.reset_index(drop=True), removals.reset_index(drop=True), counts
 
 
@@ -90,14 +97,6 @@ def _unchanged_by_the_pandas_print(desired: pd.DataFrame, known: pd.Series) -> p
     expected = desired[LEGACY_FINGERPRINT].astype("string") + suffix
     equal = (known == expected).fillna(False).to_numpy(dtype=bool)
     return pd.Series(old_style & equal, index=desired.index)
-
-
-def _reprint(state: pd.DataFrame, keys: pd.Series, stored: pd.Series, prints: pd.Series) -> None:
-    owner = SyncState.that_loaded(state)
-    if owner is None:  # a frame not read from the state (tests): nothing to rewrite
-        return
-    done = owner.reprint(list(zip(keys, stored, prints, strict=True)))
-    log.info("Rewrote %d stored prints of unchanged records to the current algorithm (nothing sent)", done)
 
 
 def audience_members(integration: str = "crm_to_esp_contacts") -> set[str]:

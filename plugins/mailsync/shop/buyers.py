@@ -50,7 +50,8 @@ def load_buyers(
     """The member fields of buyers whose totals changed since the ESP acknowledged them (the
     caller keeps audience members only). Totals cover every order so far, so nobody is removed."""
     buckets = sorted(set(buyers[sync.BUCKET]))
-    upserts, _, counts = sync.diff(buyers, SyncState(state).load(buckets))
+    acked = SyncState(state)
+    upserts, _, counts = sync.diff(buyers, acked.load(buckets), acked)
     no_removals = pd.DataFrame({"key": pd.Series(dtype="string"), "bucket": pd.Series(dtype="int64")})
     loaded = sync.load_members(hook, mapping, state, upserts, no_removals, run_id=run_id, out=out)
     return loaded | {"unchanged": counts["unchanged"]}

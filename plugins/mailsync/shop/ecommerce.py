@@ -33,7 +33,7 @@ def load_products(hook: EspHook, products: pd.DataFrame, *, state: str, run_id: 
             sync.BUCKET: 0,
         }
     )
-    upserts, _, counts = sync.diff(products, acked_state.load([0]))
+    upserts, _, counts = sync.diff(products, acked_state.load([0]), acked_state)
     meta = sync.ack_meta(upserts)
     for result in hook.upsert_products(json.loads(doc) for doc in upserts["doc"]):
         sync.acknowledge(acked_state, result.accepted, meta, run_id)
@@ -52,7 +52,7 @@ def load_orders(
     ]
     orders = orders.assign(**{engine.FINGERPRINT: pd.Series(prints, index=orders.index, dtype="string")})
     acked = acked_state.load(sorted(set(orders[sync.BUCKET])))
-    upserts, _, counts = sync.diff(orders, acked)
+    upserts, _, counts = sync.diff(orders, acked, acked_state)
     meta = sync.ack_meta(upserts)
     known = set(acked["key"])
 

@@ -94,7 +94,7 @@ def test_the_diff_rewrites_pandas_era_prints_in_the_database(state_url):
     members[engine.LEGACY_FINGERPRINT] = engine.legacy_pandas_fingerprint(
         members, ["email_address", "merge_fields.LTV"]
     )
-    upserts, _, counts = sync.diff(members, state.load(range(BUCKETS)))
+    upserts, _, counts = sync.diff(members, state.load(range(BUCKETS)), state)
     assert upserts[engine.KEY].tolist() == ["user3@example.com"]
     assert (counts["reprinted"], counts["unchanged"]) == (n - 1, n - 1)
     after = prints(CONTACTS, state_url)
