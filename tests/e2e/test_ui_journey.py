@@ -1,7 +1,9 @@
 """An analyst's journey through the Airflow 3 UI in a real browser (Debian's Chromium, driven by
 Playwright), against the nightly run of the `nightly` fixture: sign in on the simple auth
 manager's login page, find the nightly in the DAG list, open its last run, read the counts in
-the run's note, open the report task and its XCom.
+the run's note, open the report task and its XCom, then the quality gate's task, whose Details
+tab lists its "Extra Links": "Quality report" opens the mailsync plugin's page of that run
+(served only to a logged-in user), and the contacts source's report from there.
 
 Each step leaves a screenshot in tests/artifacts/ui_journey/ (kept by CI as an artefact).
 What the pages look like in 3.3.2, learnt by browsing them: the login form's fields are labelled
@@ -131,7 +133,7 @@ def test_an_analyst_reads_the_nightly_run_in_the_ui(chromium, nightly, page):
     report_link.click()
     expect(page).to_have_url(f"{run_page}/tasks/report")
     expect(page.get_by_role("link", name="Storage", exact=True)).to_be_visible()
-    expect(page.get_by_text("Returned value was").first).to_be_visible()  # its log is shown first
+    expect(page.get_by_role("heading", name="report", exact=True)).to_be_visible()
     shot("report-task")
     page.get_by_role("link", name="Storage", exact=True).click()
     page.get_by_role("link", name="XCom", exact=True).click()
@@ -144,6 +146,27 @@ def test_an_analyst_reads_the_nightly_run_in_the_ui(chromium, nightly, page):
     expect(rows).to_contain_text(re.compile(rf'"extracted":\s*{report["extracted"]}\b'))
     shot("report-xcom")
 
+    # 6. The quality gate's task page, its Details tab: the "Quality report" link opens the report
+    page.goto(f"{run_page}/tasks/validate")
+    page.get_by_role("link", name="Details", exact=True).click()
+    link = page.get_by_role("link", name="Quality report")
+    expect(link).to_be_visible()
+    expect(page.get_by_role("link", name="Revenue report")).to_have_count(0)  # not the gate's
+    shot("validate-task")
+    if link.get_attribute("target") == "_blank":
+        with page.context.expect_page() as opened:
+            link.click()
+        files = opened.value
+    else:
+        link.click()
+        files = page
+    expect(files).to_have_url(re.compile(rf"/mailsync/runs/{DAG}/.+/quality-report$"))
+    files.get_by_role("link", name="quality/contacts/report.html").click()  # one report per source
+    expect(files).to_have_url(re.compile(r"/file/quality/contacts/report\.html$"))
+    expect(files.get_by_text(re.compile("quarantine", re.IGNORECASE)).first).to_be_visible()
+    files.screenshot(path=str(SHOTS / f"{len(shots) + 1:02d}-quality-report.png"), full_page=True)
+    shots.append(SHOTS / f"{len(shots) + 1:02d}-quality-report.png")
+
     names = [p.name for p in shots]
     assert names == [
         "01-login.png",
@@ -154,6 +177,8 @@ def test_an_analyst_reads_the_nightly_run_in_the_ui(chromium, nightly, page):
         "06-run-note.png",
         "07-report-task.png",
         "08-report-xcom.png",
+        "09-validate-task.png",
+        "10-quality-report.png",
     ]
     for path in shots:
         data = path.read_bytes()

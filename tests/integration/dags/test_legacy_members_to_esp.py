@@ -28,7 +28,9 @@ pytestmark = pytest.mark.slow
 def world(sandbox, connections, airflow_db, tmp_path_factory):
     require_postgres()
     sandbox.reset(seed=42, contacts=1000, days=7)
-    club = sandbox.legacy_members(f"postgresql://postgres@127.0.0.1:5432/mailsync_legacy_{secrets.token_hex(4)}")
+    club = sandbox.legacy_members(
+        f"postgresql://postgres@127.0.0.1:5432/mailsync_legacy_{secrets.token_hex(4)}"
+    )
     club.create_database()
     try:
         club.reset()
