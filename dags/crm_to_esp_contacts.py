@@ -74,9 +74,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, mapping_of, one_run_at_a_time
 from mailsync.brands import Brand
-from mailsync.mapping.spec import load_mapping
 from mailsync.operators.contacts import (
     CommitSnapshotsOperator,
     ContactsQualityGateOperator,
@@ -123,8 +122,7 @@ PARAMS = {
 
 def build(brand: Brand) -> DAG:
     """The nightly sync for one brand: its CRM, ESP and SFTP connections, snapshot and state."""
-    mapping = brand.integration(INTEGRATION).mapping or INTEGRATION
-    load_mapping(mapping)  # a broken mapping shows as an import error in the UI
+    mapping = mapping_of(brand, INTEGRATION)
     crm, esp = brand.conn_id("crm", INTEGRATION), brand.conn_id("esp", INTEGRATION)
     sftp, state = brand.conn_id("loyalty_sftp", INTEGRATION), brand.state(INTEGRATION)
     with integration_dag(

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, mapping_of, one_run_at_a_time
 from mailsync.brands import Brand
 from mailsync.operators.lock import hold_run_lock
 from mailsync.operators.segments import STATE, RefreshBuyerSegmentOperator
@@ -56,7 +56,7 @@ def build(brand: Brand) -> DAG:
             shop_dag_id=brand.dag_id("shop_conversions_to_esp"),
             state=brand.state(STATE),  # segment:buyers_over_100_eur for the default brand, as before
             audience_state=brand.state("crm_to_esp_contacts"),
-            orders_mapping=brand.integration("shop_conversions_to_esp").mapping or "shop_orders_to_esp",
+            orders_mapping=mapping_of(brand, "shop_conversions_to_esp", "shop_orders_to_esp"),
             threshold_eur="{{ params.threshold_eur }}",
             pre_execute=hold_run_lock,
             doc_md="Add the tag to members who now qualify, remove it from those who no longer do.\n\n"

@@ -49,9 +49,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, mapping_of, one_run_at_a_time
 from mailsync.brands import Brand
-from mailsync.mapping.spec import load_mapping
 from mailsync.operators.crm import WriteBackCrmContactsOperator
 from mailsync.operators.engagement import (
     EngagementTotalsOperator,
@@ -65,8 +64,7 @@ INTEGRATION = "esp_to_crm_engagement"
 
 def build(brand: Brand) -> DAG:
     """The integration for one brand: its ESP and CRM connections, state, schedule and owner."""
-    mapping = brand.integration(INTEGRATION).mapping or INTEGRATION
-    load_mapping(mapping)  # a broken mapping shows as an import error in the UI
+    mapping = mapping_of(brand, INTEGRATION)
     esp, crm = brand.conn_id("esp", INTEGRATION), brand.conn_id("crm", INTEGRATION)
     with integration_dag(
         brand,

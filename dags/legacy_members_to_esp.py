@@ -32,9 +32,8 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from mailsync.brand_dags import brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brand_dags import brand_dags, integration_dag, mapping_of, one_run_at_a_time
 from mailsync.brands import Brand
-from mailsync.mapping.spec import load_mapping
 from mailsync.operators.lock import hold_run_lock
 from mailsync.operators.steps import (
     DiffOperator,
@@ -51,8 +50,7 @@ INTEGRATION = "legacy_members_to_esp"
 def build(brand: Brand) -> DAG:
     """The integration for one brand: its connections, state, schedule, owner and role."""
     settings = brand.integration(INTEGRATION)
-    mapping = settings.mapping or INTEGRATION
-    load_mapping(mapping)  # a broken mapping shows as an import error in the UI
+    mapping = mapping_of(brand, INTEGRATION)
     db, esp = brand.conn_id("legacy_members_db", INTEGRATION), brand.conn_id("esp", INTEGRATION)
     state = brand.state(INTEGRATION)
     with integration_dag(

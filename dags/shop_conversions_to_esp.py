@@ -38,7 +38,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
-from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, one_run_at_a_time
+from mailsync.brand_dags import brand_asset, brand_dags, integration_dag, mapping_of, one_run_at_a_time
 from mailsync.brands import Brand
 from mailsync.mapping.spec import load_mapping
 from mailsync.operators.lock import hold_run_lock
@@ -55,9 +55,8 @@ ORDERS, BUYERS = "shop_orders_to_esp", "shop_buyer_totals_to_esp"  # mappings an
 
 def build(brand: Brand) -> DAG:
     """The integration for one brand: its shop and ESP, its states, its audience and clicks."""
-    orders_mapping = brand.integration(INTEGRATION).mapping or ORDERS
-    load_mapping(orders_mapping)  # a broken mapping shows as an import error in the UI
-    load_mapping(BUYERS)
+    orders_mapping = mapping_of(brand, INTEGRATION, ORDERS)
+    load_mapping(BUYERS)  # the buyer totals' fields are the product's, not a brand's
     shop, esp = brand.conn_id("shop", INTEGRATION), brand.conn_id("esp", INTEGRATION)
     engagement = brand.dag_id("esp_to_crm_engagement")
     shared = {  # what transform and load share: the brand's ESP, the mappings, the orders' state

@@ -83,6 +83,17 @@ def integration_dag(
     )
 
 
+def mapping_of(brand: Brand, integration: str, default: str | None = None) -> str:
+    """The mapping (include/mappings/<name>.yaml) an integration of this brand uses: the brand
+    file's `mapping`, else `default`, else the integration's name. Read now, so that a broken
+    mapping is the DAG file's import error in the UI, not a failed night."""
+    from mailsync.mapping.spec import load_mapping
+
+    name = brand.integration(integration).mapping or default or integration
+    load_mapping(name)
+    return name
+
+
 def brand_asset(brand: Brand, name: str) -> Asset:
     """One of ASSETS for one brand: the default brand's is today's, another brand's its own
     (`<name>__<brand>`), so a brand's segments wait for that brand's syncs only."""
