@@ -1,13 +1,15 @@
 """crm_to_esp_contacts end to end through Airflow: a full initial sync and a 1%-change night.
 
-    python bench/bench_contacts_sync.py [--contacts 100000] [--latency-ms 50] [--partitions 2]
+    python -m bench.bench_contacts_sync [--contacts 20000] [--latency-ms 100] [--partitions 2] [--no-limits]
 
 A real Airflow (scheduler, LocalExecutor, each component its own process) runs the DAG against
-the sandbox with a per-call latency on every vendor. Measured: wall time from trigger to run
-success, API calls (from the sandbox's request log), peak RSS of the task processes. Beside it,
-in the same run on the same data: the naive baseline a hand-written script would be, row by row
-with no diff: page the CRM, then one PUT per member. It is timed on a sample of members and
-extrapolated (at 50 ms a call, 100k PUTs take well over an hour); its API calls are counted.
+the sandbox with the vendors' limiters and a per-call latency on (bench/limits.py). Measured: wall
+time from trigger to run success, seconds per task (from Airflow's task instances), API calls
+(from the sandbox's request log), peak RSS of the task processes; each night beside its floor
+(bench/limits.py) computed from the same run's counts. Beside it, in the same run on the same
+data: the naive baseline a hand-written script would be, row by row with no diff: page the CRM,
+then one PUT per member. It is timed on a sample of members and extrapolated; its API calls are
+counted. (bench/baseline_sdk.py does the same with the vendors' official SDKs.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 
 import requests
 
-from bench.common import PeakMemory, sandbox, write_result
+from bench import limits
+from bench.common import PeakMemory, add_limit_args, one_percent_night, sandbox, write_result
 
 DAG = "crm_to_esp_contacts"
 
@@ -41,6 +44,7 @@ def run_night(airflow, sb, logical_date: str, conf: dict) -> dict:
     report = airflow.xcom(DAG, run_id, "report")
     return {
         "wall_s": round(wall, 1),
+        "task_seconds_by_task": task_seconds(airflow, run_id),
         "crm_calls": calls(sb, "crm"),
         "esp_calls": calls(sb, "esp"),
         "esp_write_calls": calls(sb, "esp", writes=True),
@@ -50,6 +54,15 @@ def run_night(airflow, sb, logical_date: str, conf: dict) -> dict:
         "updated": report["updated"],
         "unchanged": report["unchanged"],
     }
+
+
+def task_seconds(airflow, run_id: str) -> dict[str, float]:
+    """Seconds per task of a run (mapped tasks summed), from Airflow's task instances."""
+    path = f"dags/{DAG}/dagRuns/{run_id.replace('+', '%2B')}/taskInstances"
+    per_task: dict[str, float] = {}
+    for t in airflow.api("GET", path)["task_instances"]:
+        per_task[t["task_id"]] = round(per_task.get(t["task_id"], 0) + (t.get("duration") or 0), 2)
+    return per_task
 
 
 def naive(sb, contacts: int, sample: int, crm_seconds_per_page: float) -> dict:
@@ -80,16 +93,18 @@ def main() -> None:
     from devtools.local_airflow import LocalAirflow
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--contacts", type=int, default=100_000)
-    parser.add_argument("--latency-ms", type=int, default=50)
+    parser.add_argument("--contacts", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=2)
-    parser.add_argument("--naive-sample", type=int, default=300)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, sandbox(Path(tmp), contacts=args.contacts) as sb:
+    parser.add_argument("--naive-sample", type=int, default=100)
+    args = add_limit_args(parser).parse_args()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        sandbox(
+            Path(tmp), contacts=args.contacts, limits=not args.no_limits, latency_ms=args.latency_ms
+        ) as sb,
+    ):
         import os
 
-        for system in ("esp", "crm", "shop"):
-            sb.set_faults(system, latency_ms=args.latency_ms)
         env = {
             "MAILSYNC_STAGING_URL": (Path(tmp) / "staging").as_uri(),
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
@@ -103,11 +118,7 @@ def main() -> None:
             conf = {"loyalty_wait_minutes": 0, "partitions": args.partitions}
             with PeakMemory(airflow.processes["scheduler"].pid) as memory:
                 full = run_night(airflow, sb, "2026-11-20T02:00:00+00:00", {**conf, "full_refresh": True})
-                changed = [  # 1% of the contacts, edited through the night (10 moments, as people do)
-                    c
-                    for i in range(10)
-                    for c in sb.mutate_crm(fraction=0.001, seed=11 + i, at=f"2026-11-20T{3 + i:02d}:00:00Z")
-                ]
+                changed = one_percent_night(sb)
                 night = run_night(airflow, sb, "2026-11-21T02:00:00+00:00", conf)
             night["contacts_changed"] = len(changed)
             task_peak = max(
@@ -117,6 +128,14 @@ def main() -> None:
             airflow.stop()
         crm_page_s = full["wall_s"] / max(full["crm_calls"], 1)  # an upper bound per CRM page, from our run
         baseline = naive(sb, args.contacts, args.naive_sample, crm_page_s)
+    full["floor"] = limits.floor_full_sync(args.contacts, full["created"] + full["updated"], args.latency_ms)
+    full["floor_list_api"] = limits.floor_full_sync_list_api(
+        args.contacts, full["created"] + full["updated"], args.latency_ms
+    )
+    full["ratio_to_floor"] = limits.ratio(full["wall_s"], full["floor"]["seconds"])
+    full["ratio_to_floor_list_api"] = limits.ratio(full["wall_s"], full["floor_list_api"]["seconds"])
+    night["floor"] = limits.floor_night(night["contacts_changed"], args.latency_ms)
+    night["ratio_to_floor"] = limits.ratio(night["wall_s"], night["floor"]["seconds"])
     write_result(
         f"contacts_sync_{args.contacts}",
         {

@@ -1,12 +1,13 @@
 """Throughput of the two daily DAGs through Airflow, and their API calls per volume.
 
-    python bench/bench_daily_dags.py [--contacts 50000] [--latency-ms 50]
+    python -m bench.bench_daily_dags [--contacts 20000] [--latency-ms 100] [--no-limits]
 
 Runs (dag.test, in this process) the contacts sync once, then a week of esp_to_crm_engagement
-and a week of shop_conversions_to_esp against the sandbox with a per-call latency. Reports
-activity rows/s and CRM write calls per 100k activity rows; orders/s and ESP API calls per 10k
-orders. Rates divide the rows by the summed wall time of the runs (Airflow's own overhead
-included).
+and a week of shop_conversions_to_esp against the sandbox with the vendors' limiters and a
+per-call latency on (bench/limits.py). Reports activity rows/s, CRM calls per 100k activity rows
+and per 100 touched contacts; orders/s and ESP API calls per 10k orders; each week's seconds and
+calls beside its floor (bench/limits.py) from the same run's counts. Rates divide the rows by the
+summed wall time of the runs (Airflow's own overhead included).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import ROOT, sandbox, write_result
+from bench import limits
+from bench.common import ROOT, add_limit_args, sandbox, write_result
 
 
 def dag_run(dag_id: str, logical_date: str, **conf):
@@ -36,25 +38,25 @@ def dag_run(dag_id: str, logical_date: str, **conf):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--contacts", type=int, default=50_000)
-    parser.add_argument("--latency-ms", type=int, default=50)
-    args = parser.parse_args()
+    parser.add_argument("--contacts", type=int, default=20_000)
+    args = add_limit_args(parser).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         from devtools.airflow_env import airflow_env
 
         os.environ.update(airflow_env(Path(tmp) / "airflow"))
         os.environ["MAILSYNC_STAGING_URL"] = (Path(tmp) / "staging").as_uri()
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-        with sandbox(Path(tmp), contacts=args.contacts) as sb:
+        with sandbox(
+            Path(tmp), contacts=args.contacts, limits=not args.no_limits, latency_ms=args.latency_ms
+        ) as sb:
             dag_run("crm_to_esp_contacts", "2026-11-20T02:00:00Z", full_refresh=True, loyalty_wait_minutes=0)
-            for system in ("esp", "crm", "shop"):
-                sb.set_faults(system, latency_ms=args.latency_ms)
             days = [datetime(2026, 11, 14, tzinfo=UTC) + timedelta(days=i) for i in range(7)]
             sb.clear_requests()
-            rows = seconds = 0.0
+            rows = seconds = touched = 0.0
             for day in days:
                 run, elapsed = dag_run("esp_to_crm_engagement", day.isoformat())
                 rows += _report(run)["activity_rows"]
+                touched += _report(run).get("contacts_touched", 0)
                 seconds += elapsed
             posts = [r["path"] for r in sb.requests("crm") if r["method"] == "POST"]
             crm_writes = sum(1 for p in posts if p.endswith("batch/update"))
@@ -66,7 +68,15 @@ def main() -> None:
                 "crm_write_calls": crm_writes,
                 "crm_write_calls_per_100k_rows": round(crm_writes / rows * 100_000, 1),
                 "crm_calls_per_100k_rows": round((crm_writes + crm_reads) / rows * 100_000, 1),
+                "contacts_touched": int(touched),
+                "crm_calls": len(sb.requests("crm")),
+                "esp_calls": len(sb.requests("esp")),
+                "crm_calls_per_100_touched_contacts": round(
+                    len(sb.requests("crm")) / max(touched, 1) * 100, 2
+                ),
+                "floor": limits.floor_engagement(int(rows), int(touched), args.latency_ms),
             }
+            engagement["ratio_to_floor"] = limits.ratio(seconds, engagement["floor"]["seconds"])
             sb.clear_requests()
             orders = seconds = 0.0
             for day in days:
@@ -83,7 +93,9 @@ def main() -> None:
                 "esp_api_calls_per_10k_orders": round(esp_calls / orders * 10_000),
                 "esp_write_calls_per_10k_orders": round(esp_writes / orders * 10_000),
                 "shop_api_calls": len(sb.requests("shop")),
+                "floor": limits.floor_shop(int(orders), args.latency_ms),
             }
+            shop["ratio_to_floor"] = limits.ratio(seconds, shop["floor"]["seconds"])
     write_result(
         f"daily_dags_{args.contacts}",
         {"contacts": args.contacts, "latency_ms": args.latency_ms, "engagement": engagement, "shop": shop},

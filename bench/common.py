@@ -2,17 +2,21 @@
 
 Every comparison in a benchmark is measured side by side in one run, on the same generated data
 and the same sandbox settings: the machines are shared and noisy, so ratios are what count.
+
+The sandbox runs with the vendors' limiters and a per-call latency on (bench/limits.py) unless a
+benchmark is given `--no-limits` (the machine-only figures); every result file says which.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,18 +27,66 @@ for path in (str(ROOT), str(ROOT / "plugins")):
         sys.path.insert(0, path)
 
 
+SEED = 42
+#: What the sandbox of this process was switched to (stated in every result file).
+SETTINGS: dict = {"limits": None, "latency_ms": None, "seed": SEED}
+
+
+def add_limit_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--no-limits` (vendors' limiters off: machine-only figures) and `--latency-ms`."""
+    from bench.limits import LATENCY_MS
+
+    parser.add_argument("--no-limits", action="store_true", help="vendor limiters off (machine-only figures)")
+    parser.add_argument("--latency-ms", type=int, default=LATENCY_MS, help="per-call latency of every vendor")
+    return parser
+
+
 @contextmanager
-def sandbox(tmp: Path, *, contacts: int, days: int = 7, seed: int = 42):
-    """A sandbox whose vendor connections are exported as AIRFLOW_CONN_* for this process."""
+def sandbox(
+    tmp: Path,
+    *,
+    contacts: int,
+    days: int = 7,
+    seed: int = SEED,
+    limits: bool = True,
+    latency_ms: int | None = None,
+):
+    """A sandbox whose vendor connections are exported as AIRFLOW_CONN_* for this process.
+
+    The vendors' limiters are on (`limits`), with `latency_ms` on every call (None: no latency,
+    for a benchmark that sets its own). `bench.limits.apply(sb, ...)` switches them on again after
+    a reset.
+    """
+    from bench import limits as vendor
     from sandbox import Sandbox
 
     sb = Sandbox.start(tmp / "sandbox", seed=seed, contacts=contacts, days=days, parent_pid=os.getpid())
     try:
         for conn_id, definition in sb.airflow_connections().items():
             os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = definition
+        switches = vendor.faults(latency_ms or 0, limits=limits)
+        for system, values in switches.items():
+            if not latency_ms:
+                values.pop("latency_ms")
+            if values:
+                sb.set_faults(system, **values)
+        SETTINGS.update(limits=limits, latency_ms=latency_ms, seed=seed, sandbox_switches=switches)
         yield sb
     finally:
         sb.stop()
+
+
+def one_percent_night(sb) -> list[str]:
+    """Change 1% of the CRM's contacts through the night of 2026-11-20 (10 moments, as people do).
+
+    The same edits (seeded) in every benchmark that measures a 1%-change night, so the contacts
+    sync and the SDK baselines see the same data. Returns the changed contacts' ids.
+    """
+    return [
+        c
+        for i in range(10)
+        for c in sb.mutate_crm(fraction=0.001, seed=11 + i, at=f"2026-11-20T{3 + i:02d}:00:00Z")
+    ]
 
 
 class PeakMemory:
@@ -80,22 +132,40 @@ class PeakMemory:
 
 
 def machine() -> dict[str, str]:
-    import airflow
-    import pandas
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {
+    import psutil
+
+    out = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "cpus": str(os.cpu_count()),
-        "airflow": airflow.__version__,
-        "pandas": pandas.__version__,
+        "memory_gib": f"{psutil.virtual_memory().total / 2**30:.1f}",
         "machine": platform.machine(),
+        "cpu": _cpu_model(),
     }
+    for package in ("apache-airflow", "pandas", "pyarrow", "great-expectations", "numpy"):
+        with suppress(PackageNotFoundError):
+            out[package.removeprefix("apache-")] = version(package)
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def write_result(name: str, result: dict) -> Path:
+    from bench import limits as vendor
+
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **result}, indent=2, default=str))
+    head = {"machine": machine(), "sandbox": dict(SETTINGS), "vendor_limits": vendor.describe()}
+    path.write_text(json.dumps(head | result, indent=2, default=str))
     print(json.dumps(result, indent=2, default=str))
     return path
