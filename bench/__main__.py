@@ -1,45 +1,101 @@
-"""`make bench`: every benchmark at its default size, then bench/results/RESULTS.md.
+"""`make bench`: every benchmark at one size in one run, then bench/results/RESULTS.md with plots.
 
-Not part of `make test` (minutes, and figures, not pass/fail). Sizes are the scripts' defaults;
-run a script directly for another size, e.g. `python -m bench.bench_contacts_sync --contacts 1000000`.
+    python -m bench [--size 20000] [--no-limits] [--only contacts_sync baseline_sdk] [--summary]
+
+Not part of `make test` (minutes, and figures, not pass/fail). Every benchmark runs against a
+sandbox with the vendors' limiters and a per-call latency on (bench/limits.py; `--no-limits`
+for machine-only figures), on data generated from the same seed at `--size` contacts, one after
+the other so they do not share the machine. The default size finishes in under 15 minutes on a
+2-core machine; `--size 1000000` (`make bench BENCH_SIZE=1000000`) is the full run of the issue.
+A benchmark that fails is reported as failed in RESULTS.md and the others still run.
+`--summary` only rewrites RESULTS.md and the plots from the JSON files already there.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import re
 import subprocess
 import sys
+import time
 
-from bench.common import RESULTS, ROOT
+from bench.common import ROOT
 
-BENCHES = [
-    ["bench.bench_dag_parse"],
-    ["bench.bench_esp_load"],
-    ["bench.bench_mapping"],
-    ["bench.bench_hashing"],
-    ["bench.bench_contacts_sync"],
-    ["bench.bench_daily_dags"],
+DEFAULT_SIZE = 20_000
+
+
+def _sizes(size: int) -> list[str]:
+    return [str(s) for s in sorted({10_000, 100_000, size})]
+
+
+#: (module, arguments at a size, takes --no-limits). None: asked from the script's --help.
+BENCHES: list[tuple[str, object, bool | None]] = [
+    ("bench.bench_dag_parse", lambda size: ["--repeat", "3"], False),
+    ("bench.bench_esp_load", lambda size: ["--members", str(size)], True),
+    (
+        "bench.bench_mapping",
+        lambda size: ["--sizes", *_sizes(size), "--loop-rows", str(min(size, 100_000))],
+        False,
+    ),
+    ("bench.bench_hashing", lambda size: [], False),
+    ("bench.bench_contacts_sync", lambda size: ["--contacts", str(size)], True),
+    ("bench.baseline_sdk", lambda size: ["--contacts", str(size)], True),
+    ("bench.bench_daily_dags", lambda size: ["--contacts", str(size)], True),
+    # Written by other work on issue 22: run when present, their size option read from --help.
+    ("bench.bench_crm_extract", None, None),
+    ("bench.bench_shop_load", None, None),
+    ("bench.bench_engagement_writeback", None, None),
 ]
+SIZE_OPTIONS = ("--size", "--contacts", "--rows", "--members", "--orders")
+
+
+def _discovered(module: str, size: int) -> tuple[list[str], bool]:
+    """A script's size option and whether it takes --no-limits, from its --help."""
+    help_text = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
+    args = next(([opt, str(size)] for opt in SIZE_OPTIONS if re.search(rf"{opt}\b", help_text)), [])
+    return args, "--no-limits" in help_text
 
 
 def main() -> int:
-    if "--summary" not in sys.argv:  # --summary: only rewrite RESULTS.md from the JSON files
-        for bench in BENCHES:
-            print(f"== {' '.join(bench)}", flush=True)
-            subprocess.run([sys.executable, "-m", *bench], check=True, cwd=ROOT)
-    lines = ["# Benchmark results", "", "Written by `make bench` from the JSON files beside this one.", ""]
-    for path in sorted(RESULTS.glob("*.json")):
-        lines += [
-            f"## {path.stem}",
-            "",
-            "```json",
-            json.dumps(json.loads(path.read_text()), indent=2),
-            "```",
-            "",
-        ]
-    (RESULTS / "RESULTS.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'RESULTS.md'}")
-    return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument(
+        "--size", type=int, default=DEFAULT_SIZE, help="contacts (rows, members) of every benchmark"
+    )
+    parser.add_argument("--no-limits", action="store_true", help="vendor limiters off (machine-only figures)")
+    parser.add_argument("--only", nargs="+", help="run only these benchmarks (names without bench.bench_)")
+    parser.add_argument("--summary", action="store_true", help="only rewrite RESULTS.md from the JSON files")
+    args = parser.parse_args()
+    from bench import report
+
+    if args.summary:
+        print(f"wrote {report.build()}")
+        return 0
+    since, failed, durations = time.time(), [], {}
+    for module, arguments, takes_no_limits in BENCHES:
+        name = module.removeprefix("bench.").removeprefix("bench_")
+        if args.only and name not in args.only:
+            continue
+        if not (ROOT / (module.replace(".", "/") + ".py")).exists():
+            print(f"== {module}: not present, skipped", flush=True)
+            continue
+        if arguments is None:
+            command, takes_no_limits = _discovered(module, args.size)
+        else:
+            command = arguments(args.size)
+        if args.no_limits and takes_no_limits:
+            command.append("--no-limits")
+        print(f"== {module} {' '.join(command)}", flush=True)
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", module, *command], cwd=ROOT)
+        durations[name] = round(time.perf_counter() - started, 1)
+        if done.returncode:
+            failed.append(f"{module} (exit {done.returncode})")
+        print(f"== {module}: {durations[name]} s{' FAILED' if done.returncode else ''}", flush=True)
+    out = report.build(since=since, size=args.size, failed=failed, durations=durations)
+    print(f"wrote {out} ({sum(durations.values()):.0f} s of benchmarks)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
