@@ -200,7 +200,7 @@ class LoadShopOrdersOperator(_ShopEspStep):
             }
         hook = EspHook(self.esp_conn_id)
         result["products"] = ecommerce.load_products(
-            hook, products, state=self.products_state, run_id=run.run_id
+            hook, products, state=self.products_state, run_id=run.run_id, out=out
         )
         result["orders"] = ecommerce.load_orders(
             hook,
