@@ -119,10 +119,13 @@ def build(brand: Brand) -> DAG:
             mapping=mapping,
             state=brand.state(INTEGRATION),
             crm_conn_id=crm,
+            ids_from_dag=brand.dag_id("crm_to_esp_contacts"),  # CRM ids from its snapshot: no read by email
             retries=5,
             pre_execute=hold_run_lock,
             doc_md="Batch-update the contacts whose values changed (100 per call); unknown contacts "
-            f"reported.\n\n**Inputs:** the derived values, the `{crm}` connection (HubSpot). Every CRM "
+            "reported.\n\n**Inputs:** the derived values, the contacts sync's snapshot (the CRM ids it "
+            "knows; other emails are read by email), "
+            f"the `{crm}` connection (HubSpot). Every CRM "
             "record sharing the email is written; a bounce or unsubscribe is never undone.\n\n"
             "**When it fails:** a CRM outage past the retries: clear it once HubSpot answers; values "
             "are absolute, so writing them again is harmless. Refused write-backs are retried next run.",

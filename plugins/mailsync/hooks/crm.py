@@ -292,6 +292,43 @@ class CrmHook(VendorHttpHook):
             self._update_ids, self._id_batches(updates, all_records=all_records), concurrency=concurrency
         )
 
+    def update_contacts_by_id(
+        self, updates: Iterable[dict[str, Any]], *, concurrency: int | None = None
+    ) -> Iterator[BatchResult]:
+        """Update contacts whose record ids the caller already knows, 100 inputs per call, with no
+        read first; never creates one.
+
+        Each update is {"email": ..., "ids": [...], "properties": {...}}: the email is the key
+        results are reported by, the ids are every record to write (the records of one email go
+        in one call). Results have the shape of `update_contacts`: an email is accepted only when
+        every one of its records was; when the CRM no longer has one of its ids (deleted or
+        archived since the caller learnt it) the email comes back rejected as `unknown_contact`,
+        which tells the caller to look that email up again (`update_contacts`), not that the
+        person is gone. A batch refused for one invalid input is split as in `update_contacts`.
+        """
+        yield from self.run_concurrently(
+            self._update_ids, self._known_id_batches(updates), concurrency=concurrency
+        )
+
+    def _known_id_batches(self, updates: Iterable[dict[str, Any]]) -> Iterator[tuple]:
+        """(inputs by id, the (update number, email) of each input, rejections), ≤ 100 inputs per
+        call, an email's records never split over two calls."""
+        inputs: list[dict] = []
+        keys: list[tuple[int, str]] = []
+        for n, update in enumerate(updates):
+            ids = list(dict.fromkeys(str(i) for i in update["ids"]))
+            if len(ids) > MAX_BATCH:
+                reason = f"more than {MAX_BATCH} CRM records share the email"
+                yield [], [], [{"key": _key(update), "reason": reason}]
+                continue
+            if len(inputs) + len(ids) > self.batch_size:
+                yield inputs, keys, []
+                inputs, keys = [], []
+            inputs += [{"id": i, "properties": update["properties"]} for i in ids]
+            keys += [(n, _key(update))] * len(ids)
+        if inputs:
+            yield inputs, keys, []
+
     def _id_batches(self, updates: Iterable[dict[str, Any]], *, all_records: bool) -> Iterator[tuple]:
         """(inputs by id, the (update number, email) of each input, rejections) packed ≤ 100
         inputs per call. Runs in the caller's thread, so the searches are sequential (and paced)

@@ -8,6 +8,19 @@ email). The state advances per acknowledged batch, so a retry resumes. Contacts 
 know are reported, not created; other refusals are kept (`pending` in the DAG's state area) for
 the next run, whose step before this one touches them again, so a refused write is retried,
 not lost.
+
+With `ids_from_dag` (the brand's contacts sync) the ids of the touched emails come from that
+DAG's contacts snapshot, so the write needs no batch read by email: one update call per 100
+records. The snapshot keeps every CRM record of an email that passed the contacts sync's gate once
+(duplicates are deduplicated only for the ESP members, after the snapshot is written), but not a
+record created since the last night, nor one quarantined ever since it was created (about 4 % of
+the sandbox's records: bad birthdays, amounts). So the emails of records quarantined in the runs
+whose quarantine files are still kept are read by email, as are emails the snapshot does not
+have (new since the last night, no contacts sync yet) and an email one of whose ids the CRM no
+longer has (deleted or archived since the snapshot): that one is then written by email or
+reported unknown. Left: a second record of a known email created since the last night, or
+quarantined since before the quarantine files' retention, misses the values until they change
+again after the snapshot has it.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PENDING = "pending_writeback.parquet"  # emails whose last write the CRM refused (DAG state area)
 UNKNOWN = "unknown_contact"
+SNAPSHOT_ROWS = 50_000  # snapshot rows read at a time when looking up ids
 
 
 def pending_emails(current: Area, name: str = PENDING) -> set[str]:
@@ -44,6 +58,76 @@ def keep_pending(current: Area, emails: Iterable[str], name: str = PENDING) -> N
         current.file(name).unlink()
 
 
+def snapshot_ids(snapshot: Area, keys: Iterable[str], *, rows: int = SNAPSHOT_ROWS) -> dict[str, list[str]]:
+    """Every CRM record id of these emails (normalised keys) a contacts snapshot keeps.
+
+    Only the key buckets of these emails are read, `rows` rows of two columns at a time, filtered
+    on the keys as they are read: memory follows the emails asked for, not the size of the CRM.
+    An id listed under two emails (a contact whose email changed between two versions) is left
+    out of both: which email it has now is not known, so both are read by email."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from mailsync.contacts.extract import ID
+    from mailsync.mapping import engine
+    from mailsync.settings import BUCKETS
+
+    wanted = pd.Series(sorted(set(keys)), dtype="string")
+    found: dict[str, list[str]] = {}
+    if wanted.empty or not snapshot.exists():
+        return found
+    owners: dict[str, set[str]] = {}
+    for bucket, part in wanted.groupby(engine.bucket_of(wanted, BUCKETS)):
+        target = snapshot.file(f"bucket={bucket:02d}.parquet")
+        if not target.fs.exists(target.path):
+            continue
+        value_set = pa.array(part.tolist(), pa.string())
+        reader = pq.ParquetFile(target.path, filesystem=target.fs)
+        for batch in reader.iter_batches(batch_size=rows, columns=[engine.KEY, ID]):
+            key_column = batch.column(engine.KEY).cast(pa.string())
+            hit = batch.filter(pc.is_in(key_column, value_set=value_set))
+            for key, contact_id in zip(
+                hit.column(engine.KEY).to_pylist(), hit.column(ID).to_pylist(), strict=True
+            ):
+                if key and contact_id:
+                    ids = found.setdefault(key, [])
+                    if str(contact_id) not in ids:
+                        ids.append(str(contact_id))
+                    owners.setdefault(str(contact_id), set()).add(key)
+    ambiguous = {k for keys_of_id in owners.values() if len(keys_of_id) > 1 for k in keys_of_id}
+    return {k: ids for k, ids in found.items() if k not in ambiguous}
+
+
+def quarantined_keys(dag_id: str, keys: Iterable[str], *, rows: int = SNAPSHOT_ROWS) -> set[str]:
+    """The emails among `keys` of CRM records the contacts sync `dag_id`'s gate quarantined in a
+    run whose quarantine file is still kept (include/retention.yaml: quarantine_days). Such a
+    record is in its snapshot only if an earlier version of it passed the gate, so these emails
+    may have more records than the snapshot lists. Read `rows` at a time, the email column only."""
+    import pandas as pd
+
+    from mailsync.staging import Area, root
+
+    wanted, found = set(keys), set()
+    runs = Area(root() / dag_id / "runs")
+    for label in runs.names() if wanted else []:
+        target = (runs / label / "quality" / "contacts").file("quarantine.csv")
+        if not target.fs.exists(target.path):
+            continue
+        with target.open("r") as text:
+            for chunk in pd.read_csv(text, usecols=["email"], dtype="string", chunksize=rows):
+                found |= wanted.intersection(chunk["email"].dropna().str.strip().str.lower())
+    return found
+
+
+def contacts_snapshot_of(dag_id: str) -> Area:
+    """The contacts snapshot of a contacts sync DAG (mailsync.contacts.areas.contacts_snapshot)."""
+    from mailsync.staging import state_area
+
+    return state_area(dag_id) / "snapshots" / "contacts"
+
+
 def _split(path: str) -> tuple[str, str]:
     folder, _, name = path.rpartition("/")
     return folder, name
@@ -56,9 +140,18 @@ class WriteBackCrmContactsOperator(BaseOperator):
     `desired` is the records' file in the run's staging folder. With the `dry_run` param it
     counts what it would write. Refused records are in the rejected file (the task's Rejected
     records link); those refused for another reason than an unknown contact are kept in
-    `pending` (a file of the DAG's state area) for the next run."""
+    `pending` (a file of the DAG's state area) for the next run. With `ids_from_dag` (a contacts
+    sync DAG id) the CRM ids of the emails that DAG's snapshot has are taken from it and written
+    by id, with no read first; the others are read by email."""
 
-    template_fields: Sequence[str] = ("mapping", "state", "crm_conn_id", "desired", "pending")
+    template_fields: Sequence[str] = (
+        "mapping",
+        "state",
+        "crm_conn_id",
+        "desired",
+        "pending",
+        "ids_from_dag",
+    )
     operator_extra_links = links.REJECTED
     ui_color = "#e3f4f4"
 
@@ -70,6 +163,7 @@ class WriteBackCrmContactsOperator(BaseOperator):
         crm_conn_id: str = "crm_default",
         desired: str = "desired/contacts.parquet",
         pending: str = PENDING,
+        ids_from_dag: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -78,6 +172,7 @@ class WriteBackCrmContactsOperator(BaseOperator):
         self.crm_conn_id = crm_conn_id
         self.desired = desired
         self.pending = pending
+        self.ids_from_dag = ids_from_dag
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mailsync.hooks.crm import CrmHook
@@ -100,12 +195,32 @@ class WriteBackCrmContactsOperator(BaseOperator):
         m = load_mapping(self.mapping)
         meta = sync.ack_meta(upserts)
         hook = CrmHook(self.crm_conn_id)
-        written, rejected = 0, []
         all_records = m.destination.write_back == "all_records_with_email"
-        for result in hook.update_contacts(sync.payloads(m, upserts), all_records=all_records):
-            sync.acknowledge(state, result.accepted, meta, run.run_id)
-            written += len(result.accepted)
-            rejected.extend(result.rejected)
+        known = self._known_ids(upserts, all_records)
+        written, rejected = 0, []
+
+        def record(results: Iterable, again: set[str] | None = None) -> None:
+            nonlocal written
+            for result in results:
+                sync.acknowledge(state, result.accepted, meta, run.run_id)
+                written += len(result.accepted)
+                for r in result.rejected:
+                    if again is not None and r["reason"] == UNKNOWN:
+                        again.add(r["key"])  # an id the CRM no longer has: read the email again
+                    else:
+                        rejected.append(r)
+
+        by_id = upserts[sync.KEY].isin(known).to_numpy()
+        again: set[str] = set()
+        if by_id.any():
+            with_ids = (
+                {**doc, "ids": known[key]}
+                for key, doc in zip(upserts[sync.KEY][by_id], sync.payloads(m, upserts[by_id]), strict=True)
+            )
+            record(hook.update_contacts_by_id(with_ids), again)
+        by_email = ~by_id | upserts[sync.KEY].isin(again).to_numpy()
+        if by_email.any():
+            record(hook.update_contacts(sync.payloads(m, upserts[by_email]), all_records=all_records))
         unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
         retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN})
         keep_pending(run.current, retry, self.pending)
@@ -122,6 +237,23 @@ class WriteBackCrmContactsOperator(BaseOperator):
             "unknown_contacts": unknown,
             "rejected": len(rejected) - unknown,
             "retried_next_run": len(retry),
+            "sent_by_id": int(by_id.sum()),  # emails whose ids the contacts snapshot gave
+            "ids_gone_since_snapshot": len(again),  # of those, read by email again
             "rejected_file": str(path),
             **hook.stats.as_dict(),
         }
+
+    def _known_ids(self, upserts, all_records: bool) -> dict[str, list[str]]:
+        """key -> the CRM ids to write, for the emails `ids_from_dag`'s snapshot has. With
+        `all_records`, not the emails of a record its gate quarantined lately (the snapshot may
+        lack that record); without, only emails with one record there: which one HubSpot's read
+        by email would pick among several is the CRM's to say. The others are read by email."""
+        if not self.ids_from_dag or upserts.empty:
+            return {}
+        from mailsync.operators import sync
+
+        known = snapshot_ids(contacts_snapshot_of(self.ids_from_dag), upserts[sync.KEY])
+        if not all_records:
+            return {k: ids for k, ids in known.items() if len(ids) == 1}
+        partial = quarantined_keys(self.ids_from_dag, known)  # may have records the snapshot lacks
+        return {k: ids for k, ids in known.items() if k not in partial}

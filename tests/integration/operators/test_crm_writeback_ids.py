@@ -1,0 +1,219 @@
+"""Issue 22: the engagement write-back takes the CRM ids the contacts sync's snapshot knows, so it
+writes by id (one call per 100 records) with no batch read by email; emails the snapshot lacks,
+and ids the CRM no longer has, are read by email as before. Against the sandbox, operators called
+with `execute(context)` after one contacts night."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mailsync.operators.crm import (
+    WriteBackCrmContactsOperator,
+    contacts_snapshot_of,
+    quarantined_keys,
+    snapshot_ids,
+)
+from mailsync.operators.run import Run
+from tests.connections import variant
+from tests.integration.dags import dagrun
+from tests.integration.dags.expected_engagement import crm_records, duplicated_emails
+from tests.integration.operators.context import operator_context
+
+MAPPING, STATE = "esp_to_crm_engagement", "crm_write_back_ids_test"
+CONTACTS_DAG = "crm_to_esp_contacts__ids_test"  # the contacts sync whose snapshot gives the ids
+START, END = datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
+NIGHT = {"partitions": 1, "max_removal_share": 0.1, "allow_mass_removal": False, "full_refresh": True}
+SNAPSHOT = Path(CONTACTS_DAG, "current", "snapshots", "contacts")
+QUARANTINE = Path(CONTACTS_DAG, "runs")  # the night's quarantine file is kept there
+BAD_BIRTHDAY = "31/31/1990"
+
+
+def _key(email: str | None) -> str:
+    return (email or "").strip().lower()
+
+
+@pytest.fixture(scope="module")
+def night(sandbox, connections, tmp_path_factory) -> Path:
+    """One contacts night (extract, gate, transform, commit) on the seed-42 sandbox, with one
+    record of a duplicated email quarantined (a bad birthday): the staging folder whose contacts
+    snapshot and quarantine file every test copies (each test regenerates the sandbox: same ids)."""
+    from mailsync.operators.contacts import (
+        CommitSnapshotsOperator,
+        ContactsQualityGateOperator,
+        ExtractCrmContactsOperator,
+        ExtractLoyaltyFileOperator,
+        PlanPartitionsOperator,
+        TransformContactsOperator,
+    )
+
+    folder = tmp_path_factory.mktemp("contacts_night")
+    dagrun.isolate(folder)
+    sandbox.reset(seed=42, contacts=1000, days=7)
+    crm = variant(connections, "crm_default", "crm_ids_night", extra={"full_extract": "list"})
+    from mailsync.hooks.crm import CrmHook
+
+    shared_id = _ids_of(sandbox, sorted(duplicated_emails(sandbox))[1])[0]
+    inputs = [{"id": shared_id, "properties": {"date_of_birth": BAD_BIRTHDAY}}]
+    CrmHook(crm).call("POST", "crm/v3/objects/contacts/batch/update", json={"inputs": inputs})
+    context = operator_context(CONTACTS_DAG, "scheduled__night", START, END, **NIGHT)
+    extracted = ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id=crm).execute(context)
+    ExtractLoyaltyFileOperator(task_id="extract_loyalty", sensed={"found": False}).execute(context)
+    ContactsQualityGateOperator(task_id="validate").execute(context)
+    for part in PlanPartitionsOperator(task_id="plan", extracted=extracted).execute(context):
+        TransformContactsOperator(task_id="transform", part=part).execute(context)
+    assert CommitSnapshotsOperator(task_id="commit").execute(context)["committed"]
+    return folder / "staging"
+
+
+@pytest.fixture
+def world(vendors, night, tmp_path):
+    """A fresh sandbox, the test's own staging and state, with the night's contacts snapshot."""
+    dagrun.isolate(tmp_path)
+    shutil.copytree(night / SNAPSHOT, tmp_path / "staging" / SNAPSHOT)
+    shutil.copytree(night / QUARANTINE, tmp_path / "staging" / QUARANTINE)
+    return vendors
+
+
+def _context() -> dict:
+    return operator_context("operator_test", "manual__ids_test", START, END)
+
+
+def _operator(**kwargs) -> WriteBackCrmContactsOperator:
+    return WriteBackCrmContactsOperator(
+        task_id="load", mapping=MAPPING, state=STATE, ids_from_dag=CONTACTS_DAG, **kwargs
+    )
+
+
+def _write_desired(context: dict, emails: list[str], opens: int = 7) -> None:
+    """Desired CRM records where the write-back reads them (what the transform step writes)."""
+    from mailsync.mapping import engine
+    from mailsync.mapping.spec import load_mapping
+    from mailsync.operators import sync
+    from mailsync.settings import BUCKETS
+
+    m = load_mapping(MAPPING)
+    raw = pd.DataFrame({column: [None] * len(emails) for column in m.sources["totals"].inputs})
+    raw["email"] = emails
+    raw["opens_total"], raw["clicks_total"], raw["soft_bounces_total"], raw["campaigns_engaged"] = (
+        opens,
+        3,
+        0,
+        2,
+    )
+    records = engine.transform(m, engine.prepare(m, "totals", raw))
+    records[sync.BUCKET] = engine.bucket_of(records[engine.KEY], BUCKETS)
+    (Run.from_context(context).area / "desired").write_parquet("contacts.parquet", records)
+
+
+def _crm_calls(world) -> list[dict]:
+    return [r for r in world.requests("crm") if r["path"].startswith("/crm/v3/objects/contacts")]
+
+
+def _reads(world) -> list[dict]:
+    return [r for r in _crm_calls(world) if not r["path"].endswith("/batch/update")]
+
+
+def _single_record_emails(world) -> list[str]:
+    """Emails of one CRM record, which the snapshot has (the record passed the night's gate)."""
+    per: dict[str, int] = {}
+    for record in crm_records(world).values():
+        per[record["email"]] = per.get(record["email"], 0) + 1
+    single = sorted(e for e, n in per.items() if n == 1)
+    known = snapshot_ids(contacts_snapshot_of(CONTACTS_DAG), single)
+    return [e for e in single if e in known]
+
+
+def _ids_of(world, email: str) -> list[str]:
+    return sorted(i for i, r in crm_records(world).items() if r["email"] == email)
+
+
+def test_known_contacts_are_written_by_id_with_no_read(world):
+    emails = _single_record_emails(world)[:250]
+    context = _context()
+    _write_desired(context, emails)
+    world.clear_requests()
+    done = _operator().execute(context)
+    assert (done["written"], done["unknown_contacts"], done["rejected"]) == (250, 0, 0)
+    assert done["sent_by_id"] == 250 and done["ids_gone_since_snapshot"] == 0
+    calls = _crm_calls(world)
+    assert len(calls) == math.ceil(250 / 100) == done["api_calls"]  # 3 updates ...
+    assert _reads(world) == []  # ... and no batch read or search by email
+    after = crm_records(world)
+    assert all(r["esp_opens_total"] == "7" for r in after.values() if r["email"] in emails)
+
+
+def test_an_email_the_snapshot_lacks_is_written_by_email(world):
+    from mailsync.hooks.crm import CrmHook
+
+    newcomer = "joined-after-the-night@example.org"  # a contact created in the CRM since the snapshot
+    inputs = [{"idProperty": "email", "id": newcomer, "properties": {"email": newcomer}}]
+    CrmHook().call("POST", "crm/v3/objects/contacts/batch/upsert", json={"inputs": inputs})
+    known = _single_record_emails(world)[:3]
+    assert snapshot_ids(contacts_snapshot_of(CONTACTS_DAG), [newcomer, *known]).keys() == set(known)
+    context = _context()
+    _write_desired(context, [*known, newcomer])
+    world.clear_requests()
+    done = _operator().execute(context)
+    assert (done["written"], done["unknown_contacts"], done["sent_by_id"]) == (4, 0, 3)
+    assert _reads(world)  # the newcomer was looked up by email
+    after = crm_records(world)
+    assert [r["esp_opens_total"] for r in after.values() if r["email"] == newcomer] == ["7"]
+
+
+def test_a_contact_deleted_since_the_snapshot_is_retried_by_email_not_lost(world):
+    """A deleted id fails the by-id write; its email is read again: a record left is written,
+    a person really gone is reported unknown; the batch's other contacts are written by id."""
+    single, twice = _single_record_emails(world), sorted(duplicated_emails(world))
+    gone, others = single[0], single[1:6]
+    shared = twice[0]
+    kept_id, deleted_id = _ids_of(world, shared)[:2]
+    world.crm_gdpr_delete(_ids_of(world, gone)[0])
+    world.crm_gdpr_delete(deleted_id)
+    context = _context()
+    _write_desired(context, [gone, shared, *others])
+    done = _operator().execute(context)
+    assert done["sent_by_id"] == 7 and done["ids_gone_since_snapshot"] == 2
+    assert (done["written"], done["unknown_contacts"], done["rejected"]) == (6, 1, 0)
+    assert "unknown_contact" in Run.from_context(context).area.read_text("load/rejected.csv")
+    after = crm_records(world)
+    assert after[kept_id]["esp_opens_total"] == "7" and deleted_id not in after
+    assert all(after[i]["esp_opens_total"] == "7" for e in others for i in _ids_of(world, e))
+
+
+def test_every_record_sharing_an_email_gets_the_values(world):
+    twice = [sorted(duplicated_emails(world))[i] for i in (0, 2, 3)]
+    assert all(len(_ids_of(world, e)) >= 2 for e in twice)
+    known = snapshot_ids(contacts_snapshot_of(CONTACTS_DAG), twice)
+    assert {e: sorted(ids) for e, ids in known.items()} == {e: _ids_of(world, e) for e in twice}
+    context = _context()
+    _write_desired(context, twice, opens=11)
+    world.clear_requests()
+    done = _operator().execute(context)
+    assert (done["written"], done["unknown_contacts"], done["sent_by_id"]) == (3, 0, 3)
+    assert _reads(world) == [] and len(_crm_calls(world)) == 1  # every record in one update
+    after = crm_records(world)
+    assert all(after[i]["esp_opens_total"] == "11" for e in twice for i in _ids_of(world, e))
+
+
+def test_an_email_with_a_quarantined_record_is_read_by_email(world):
+    """The snapshot lacks a record its gate quarantined (a bad birthday); its email's other
+    record is there, but the email is read by email so that both records get the values."""
+    shared = sorted(duplicated_emails(world))[1]
+    ids = _ids_of(world, shared)
+    in_snapshot = snapshot_ids(contacts_snapshot_of(CONTACTS_DAG), [shared])[shared]
+    assert len(in_snapshot) == len(ids) - 1  # the quarantined record is not in the snapshot
+    assert quarantined_keys(CONTACTS_DAG, [shared, *_single_record_emails(world)]) == {shared}
+    context = _context()
+    _write_desired(context, [shared], opens=13)
+    world.clear_requests()
+    done = _operator().execute(context)
+    assert (done["written"], done["sent_by_id"]) == (1, 0)
+    assert _reads(world)  # looked up by email: the search finds every record
+    after = crm_records(world)
+    assert all(after[i]["esp_opens_total"] == "13" for i in ids)
