@@ -50,7 +50,6 @@ MODES = ("auto", "export", "list")
 EXPORT_OVER = 10_000
 EXPORT_POLL_S = 2.0
 EXPORT_TIMEOUT_S = 3600.0
-EXTRA_KEYS = (FULL_EXTRACT, "export_over", "export_poll_s", "export_timeout_s")
 
 
 def extract(run: Run, hook: CrmHook, m) -> dict[str, Any]:
@@ -106,7 +105,6 @@ class IncompleteExtract(VendorError):
 
 def full_extract_mode(hook: CrmHook) -> str:
     """`auto`, `export` or `list`: the connection's extra `full_extract` (default auto)."""
-    _keep_out_of_headers(hook)
     mode = str(hook.options.get(FULL_EXTRACT, "auto")).strip().lower()
     if mode not in MODES:
         raise ValueError(
@@ -114,13 +112,6 @@ def full_extract_mode(hook: CrmHook) -> str:
             f"expected one of {', '.join(MODES)}"
         )
     return mode
-
-
-def _keep_out_of_headers(hook: CrmHook) -> None:
-    """The HTTP provider sends every key of a connection's extra as a header, except the options
-    a hook names (CrmHook.option_keys lacks these): never send them to HubSpot."""
-    for key in EXTRA_KEYS:
-        hook.session.headers.pop(key, None)
 
 
 def blank_as_null(pages: Iterable[list[dict]]) -> Iterator[list[dict]]:

@@ -53,7 +53,10 @@ class CrmHook(VendorHttpHook):
     default_conn_name = "crm_default"
     hook_name = "CRM (HubSpot CRM v3)"
     vendor = "CRM"
-    option_keys = ("batch_size", "search_rate")
+    # the full extract's options (mailsync.contacts.extract): connection settings, not headers
+    option_keys = (
+        "batch_size", "search_rate", "full_extract", "export_over", "export_poll_s", "export_timeout_s"
+    )
     default_max_connections = 4
 
     def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:

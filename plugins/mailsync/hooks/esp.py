@@ -56,7 +56,8 @@ class EspHook(VendorHttpHook):
     default_conn_name = "esp_default"
     hook_name = "ESP (Mailchimp Marketing API v3)"
     vendor = "ESP"
-    option_keys = ("list_id", "store_id", "batch_size")
+    # batch_poll_s / batch_timeout_s: run_batch's (mailsync.shop.ecommerce); not headers
+    option_keys = ("list_id", "store_id", "batch_size", "batch_poll_s", "batch_timeout_s")
     default_max_connections = 10
 
     def _auth(self, connection) -> HTTPBasicAuth:

@@ -12,10 +12,8 @@ a second, small batch. Every batch's accepted operations advance the state as it
 back, so a retried task resumes where the last one stopped and sends nothing twice; refused ones
 go to the rejected file with the ESP's status, title and detail and are tried again next run.
 
-The `esp` connection's extra may set these two, as strings ("0.5") until EspHook.option_keys
-names them: the HTTP provider sends every other extra key as a header from each hook of that
-connection (the transform's campaign read too), and requests fails a call whose header value is
-a number. This module drops them from its own hook's headers, so Mailchimp never sees them.
+The `esp` connection's extra may set these two (EspHook.option_keys names them, so the HTTP
+provider never sends them to Mailchimp as headers):
 
 - `batch_poll_s`: seconds between status reads of open batches (default 5: a few reads per
   batch, so ≤ 100 calls per 10k orders, and a finished batch is noticed within 5 s);
@@ -47,7 +45,6 @@ if TYPE_CHECKING:
 
 POLL_S = 5.0
 TIMEOUT_S = 1800.0
-EXTRA_KEYS = ("batch_poll_s", "batch_timeout_s")
 
 
 def digest(text: str) -> str:
@@ -56,8 +53,6 @@ def digest(text: str) -> str:
 
 def batch_settings(hook: EspHook) -> dict[str, float]:
     """`run_batch`'s poll interval and timeout from the connection's extra (module docstring)."""
-    for key in EXTRA_KEYS:
-        hook.session.headers.pop(key, None)  # an option, not a header for Mailchimp
     return {
         "poll_interval_s": float(hook.options.get("batch_poll_s", POLL_S)),
         "timeout_s": float(hook.options.get("batch_timeout_s", TIMEOUT_S)),
