@@ -228,7 +228,12 @@ def _shown(value: Any) -> str:
 
 
 def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: dict) -> dict[str, Any]:
-    orders, buyers = load.get("orders", {}), load.get("buyers", {})
+    orders, buyers, products = load.get("orders", {}), load.get("buyers", {}), load.get("products", {})
+    refused = {
+        what: part.get("rejected", 0)
+        for what, part in (("orders", orders), ("products", products), ("buyer totals", buyers))
+        if part.get("rejected")
+    }
     report = {
         "orders_extracted": extract.get("orders", 0),
         "quarantined": sum(v.get("rows_quarantined", 0) for v in validate.values()),
@@ -244,6 +249,10 @@ def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: 
         "orders_sent": orders.get("sent", 0),
         "orders_unchanged": orders.get("unchanged", 0),
         "buyers_updated": buyers.get("sent", 0),
+        "orders_rejected": orders.get("rejected", 0),
+        "products_rejected": products.get("rejected", 0),
+        "buyers_rejected": buyers.get("rejected", 0),
+        "rejected_files": [p["rejected_file"] for p in (orders, products, buyers) if p.get("rejected")],
         "dry_run": bool(load.get("dry_run")),
         "api_calls": {"shop": extract.get("api_calls", 0), "esp": load.get("api_calls", 0)},
         "esp_write_calls": load.get("write_calls", 0),
@@ -251,15 +260,21 @@ def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: 
         "revenue_html": transform.get("revenue_html"),
         "quality_reports": {k: v.get("report") for k, v in validate.items()},
     }
+    warnings = [
+        "The ESP refused "
+        + ", ".join(f"{n} {what}" for what, n in refused.items())
+        + ": reasons in the rejected files; they are sent again next run."
+    ] if refused else []
     return finish(
         run,
         extract.get("started_at"),
         report,
-        [],
+        warnings,
         (
             "orders_extracted",
             "quarantined",
             "orders_sent",
+            "orders_rejected",
             "unknown_customer_orders",
             "buyers_updated",
             "esp_write_calls",

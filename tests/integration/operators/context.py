@@ -21,15 +21,27 @@ class TaskInstance:
 
 def operator_context(dag_id: str, run_id: str, start: datetime, end: datetime, **params) -> dict:
     """A context as mailsync.operators.run.Run.from_context reads it, with its task instance."""
+    from airflow.sdk import DAG
+
     context = {
-        "dag": SimpleNamespace(dag_id=dag_id),
+        "dag": DAG(dag_id, schedule=None),
         "run_id": run_id,
         "data_interval_start": start,
         "data_interval_end": end,
         "params": params,
+        "dag_run": SimpleNamespace(dag_id=dag_id, run_id=run_id, clear_number=0),
     }
     context["ti"] = TaskInstance(context)
     return context
+
+
+def run_task(operator, context: dict):
+    """`operator.execute(context)` as Airflow's task runner calls it: with the context current,
+    for the steps that read it (the report's notification of warnings)."""
+    from airflow.sdk.execution_time.context import set_current_context
+
+    with set_current_context(context):
+        return operator.execute(context)
 
 
 def links_shown(operator, context: dict) -> dict[str, str]:

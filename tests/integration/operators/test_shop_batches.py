@@ -24,12 +24,12 @@ from mailsync.operators.shop import (
     LoadShopOrdersOperator,
     TransformShopOrdersOperator,
 )
-from mailsync.operators.steps import QualityGateOperator
+from mailsync.operators.steps import QualityGateOperator, ReportOperator
 from mailsync.shop import ecommerce
 from mailsync.state import SyncState
 from tests.connections import set_connection
 from tests.integration.dags import dagrun
-from tests.integration.operators.context import operator_context
+from tests.integration.operators.context import operator_context, published, run_task
 
 DAG = "shop_batches_test"
 START, END = datetime(2026, 11, 19, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)
@@ -130,6 +130,27 @@ def test_half_refused_half_acknowledged_and_the_rerun_sends_only_the_refused_hal
     assert set(SyncState(STATES["orders_state"]).load()["key"]) == {o["id"] for o in sandbox.esp_orders()}
     assert len(sandbox.esp_orders()) == n
     assert _rejected_rows(day) == []
+
+
+def test_refused_orders_are_in_the_runs_report_and_its_warning_not_only_in_a_file(day):
+    """On-call reads the report and the run's note: a load that the ESP half refused must say so
+    there (count, files, a warning that notifies), not succeed looking clean."""
+    day.sandbox.set_faults("esp", jobs={"fail_every": 2})
+    load = LoadShopOrdersOperator(task_id="load", **STATES)
+    loaded = load.execute(day.context)
+    refused = loaded["orders"]["rejected"]
+    assert 0 < refused < len(day.orders)  # every 2nd operation of each batch, products included
+    assert "Rejected records" in published(load, day.context)
+
+    results = {"extract": {"orders": len(day.orders)}, "validate": {}, "transform": {}, "load": loaded}
+    day.sandbox.clear_mail()
+    report = run_task(ReportOperator(task_id="report", summary="shop_report", results=results), day.context)
+    assert report["orders_rejected"] == refused
+    assert report["products_rejected"] == loaded["products"]["rejected"]
+    assert report["rejected_files"] and all(f.endswith(".csv") for f in report["rejected_files"])
+    assert any(f"refused {refused} orders" in w and "sent again next run" in w for w in report["warnings"])
+    [mail] = day.sandbox.mail()  # on-call is told, once
+    assert "succeeded with warnings" in mail["subject"] and f"refused {refused} orders" in mail["html"]
 
 
 def test_an_order_the_state_does_not_know_but_the_esp_has_is_updated_by_the_other_verb(day):
