@@ -41,9 +41,10 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=20_000)
     args = add_limit_args(parser).parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        from devtools.airflow_env import airflow_env
+        from devtools.airflow_env import airflow_env, notifications_without_deadlines
 
         os.environ.update(airflow_env(Path(tmp) / "airflow"))
+        os.environ.update(notifications_without_deadlines(Path(tmp)))  # runs by dag.test()
         os.environ["MAILSYNC_STAGING_URL"] = (Path(tmp) / "staging").as_uri()
         subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
         with sandbox(

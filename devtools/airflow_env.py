@@ -87,3 +87,18 @@ def airflow_env(
         # every component imports mailsync (plugins/) and the connect args above (devtools/)
         "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(PROJECT / "plugins"), str(PROJECT), *extra_path])),
     }
+
+
+def notifications_without_deadlines(folder: Path) -> dict[str, str]:
+    """MAILSYNC_NOTIFICATIONS_FILE pointing at the project's notification settings minus deadlines,
+    written to `folder`, for processes that run DAGs with dag.test(): Airflow 3.3.2's dag.test()
+    cannot finish a run of a DAG with a DeadlineAlert (it hands the serialized alert to code that
+    expects its id: AttributeError 'dict' object has no attribute 'hex'). Deadlines are tested on
+    a real scheduler (tests/e2e/test_run_page_and_alerts.py), where they work."""
+    import yaml
+
+    config = yaml.safe_load((PROJECT / "include" / "notifications.yaml").read_text())
+    config.pop("deadlines", None)
+    path = Path(folder) / "notifications.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return {"MAILSYNC_NOTIFICATIONS_FILE": str(path)}

@@ -16,29 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from devtools.airflow_env import airflow_env
+from devtools.airflow_env import airflow_env, notifications_without_deadlines
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="mailsync-test-"))
 os.environ.update(airflow_env(_SESSION_HOME / "airflow"))
 os.environ["MAILSYNC_STAGING_URL"] = (_SESSION_HOME / "staging").as_uri()
 os.environ["MAILSYNC_TASK_RETRY_DELAY_S"] = "1"  # a failing dag.test() run retries in seconds, not minutes
-
-
-def _notifications_without_deadlines() -> Path:
-    """The project's notification settings minus deadlines: Airflow 3.3.2's dag.test() cannot
-    finish a run of a DAG with a DeadlineAlert (it hands the serialized alert to the code that
-    expects its id: AttributeError 'dict' object has no attribute 'hex'). Deadlines are tested on
-    a real scheduler (tests/e2e/test_run_page_and_alerts.py), where they work."""
-    import yaml
-
-    config = yaml.safe_load((Path(__file__).parents[1] / "include" / "notifications.yaml").read_text())
-    config.pop("deadlines", None)
-    path = _SESSION_HOME / "notifications.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-os.environ["MAILSYNC_NOTIFICATIONS_FILE"] = str(_notifications_without_deadlines())
+os.environ.update(notifications_without_deadlines(_SESSION_HOME))  # dag.test() and deadlines: see there
 
 
 @pytest.fixture(scope="session")
