@@ -44,7 +44,7 @@ BENCHES: list[tuple[str, object, bool | None]] = [
     # Written by other work on issue 22: run when present, their size option read from --help.
     ("bench.bench_crm_extract", None, None),
     ("bench.bench_shop_load", None, None),
-    ("bench.bench_engagement_writeback", None, None),
+    ("bench.bench_engagement_writeback", lambda size: ["--contacts", str(size)], True),
 ]
 SIZE_OPTIONS = ("--size", "--contacts", "--rows", "--members", "--orders")
 

@@ -244,12 +244,32 @@ class Report:
         return None
 
     def _engagement_figure(self):
+        """CRM calls per 100 touched contacts of the write-back by id from the contacts snapshot
+        (the DAG's path; bench_engagement_writeback, the by-email figure beside it), else of the
+        daily DAGs' week."""
+        writeback = self._engagement_writeback()
+        if writeback:
+            name, d = writeback
+            new, old = d["with_snapshot"], d["without_snapshot"]
+            return new["crm_calls_per_100_touched_contacts"], (
+                f"{name}: ids from the contacts snapshot, {new['crm_calls']} CRM calls for "
+                f"{new['contacts_touched']:,} touched contacts over {d['days']} days of engagement; by email "
+                f"{old['crm_calls_per_100_touched_contacts']:.2f} ({old['crm_calls']} calls); {setting(d)}"
+            )
         for name in sorted(self.docs, key=lambda n: (n not in self.run, not n.startswith("engagement"))):
             if name.startswith(("engagement", "daily_dags")):
                 key, value = _first(flatten(self.docs[name]), r"crm_calls_per_100_touched")
                 if key:
                     return value, f"{name}: {key}, {setting(self.docs[name])}"
         return None
+
+    def _engagement_writeback(self) -> tuple[str, dict] | None:
+        """The engagement write-back result to report: this run's, else the largest size's."""
+        names = [n for n in self.docs if n.startswith("engagement_writeback_")]
+        if not names:
+            return None
+        name = max(names, key=lambda n: (n in self.run, _size(n) or 0))
+        return name, self.docs[name]
 
     def _memory_goal(self) -> None:
         peaks = {}
@@ -422,6 +442,38 @@ class Report:
             )
         return lines
 
+    def engagement_section(self) -> list[str]:
+        writeback = self._engagement_writeback()
+        if not writeback:
+            return []
+        d, w = writeback[1], writeback[1]["workload"]
+        lines = ["## Engagement write-back to the CRM (bench/bench_engagement_writeback.py)", ""]
+        lines += [
+            f"{d['contacts']:,} contacts; {d['days']} days of engagement as one interval: "
+            f"{w['activity_rows']:,} activity rows of {w['campaigns']} campaigns ({w['extract_esp_calls']} "
+            f"ESP calls to read), {w['contacts_touched']:,} touched contacts, the same records written back "
+            f"by each path; {setting(d)}, {d['machine']['date']}.",
+            "",
+        ]
+        rows = []
+        for path, label in (
+            ("with_snapshot", "ids from the contacts snapshot"),
+            ("without_snapshot", "by email"),
+        ):
+            r = d[path]
+            rows.append([
+                label, r["contacts_touched"], r["crm_calls"], r["crm_reads_by_email"],
+                r["crm_calls_by_kind"]["batch update"], r["esp_calls"], r["seconds"],
+                r["crm_calls_per_100_touched_contacts"], r["floor"]["total_calls"], r["floor"]["seconds"],
+                r["ratio_to_floor"],
+            ])  # fmt: skip
+        header = [
+            "write-back", "touched contacts", "CRM calls", "reads by email (search, batch read)",
+            "batch updates", "ESP calls", "seconds", "CRM calls / 100 touched", "floor calls", "floor s",
+            "x floor",
+        ]  # fmt: skip
+        return lines + table(header, rows)
+
     def floors_section(self) -> list[str]:
         rows = []
         for name, doc in sorted(self.docs.items()):
@@ -547,6 +599,13 @@ class Report:
                 bars["engagement week"] = (calls, eng.get("floor", {}).get("total_calls"))
                 calls = shop["esp_api_calls"] + shop["shop_api_calls"]
                 bars["shop week"] = (calls, shop.get("floor", {}).get("total_calls"))
+            if name.startswith("engagement_writeback_"):
+                for path in ("with_snapshot", "without_snapshot"):
+                    r = d[path]
+                    bars[f"engagement write-back {path.replace('_', ' ')}"] = (
+                        r["crm_calls"] + r["esp_calls"],
+                        r["floor"]["total_calls"],
+                    )
             if name.startswith("baseline_sdk_"):
                 for key in ("one_at_a_time_no_diff", "sdk_batch_no_diff"):
                     r = d[key]
@@ -592,7 +651,8 @@ class Report:
         if images or self.missing_plots:
             lines += ["## Plots", ""] + (images or [f"No plots: {self.missing_plots}."]) + [""]
         lines += self.floors_section() + self.contacts_section() + self.baseline_section()
-        lines += self.generic_section(skip=("contacts_sync_", "baseline_sdk_"))
+        lines += self.engagement_section()
+        lines += self.generic_section(skip=("contacts_sync_", "baseline_sdk_", "engagement_writeback_"))
         return "\n".join(lines).rstrip() + "\n"
 
 

@@ -7,6 +7,7 @@ write_result` gives them, with floors from `bench.limits`, so the report is chec
 from __future__ import annotations
 
 import json
+import math
 
 from bench import limits, report
 
@@ -41,6 +42,16 @@ def _contacts(size: int, full_s: float, night_s: float, night_writes: int) -> di
     }  # fmt: skip
 
 
+def _writeback(touched: int, calls: int, reads: int, seconds: float) -> dict:
+    floor = limits.floor({"hubspot": math.ceil(touched / limits.HUBSPOT_BATCH)})
+    return {
+        "contacts_touched": touched, "crm_calls": calls, "crm_reads_by_email": reads,
+        "crm_calls_by_kind": {"batch update": calls - reads}, "esp_calls": 0, "seconds": seconds,
+        "crm_calls_per_100_touched_contacts": round(calls / touched * 100, 2), "floor": floor,
+        "ratio_to_floor": limits.ratio(seconds, floor["seconds"]),
+    }  # fmt: skip
+
+
 def test_report_has_tables_floors_and_what_falls_short(tmp_path):
     _write(tmp_path, "contacts_sync_20000", _contacts(20_000, full_s=60.0, night_s=20.0, night_writes=1))
     _write(
@@ -61,6 +72,18 @@ def test_report_has_tables_floors_and_what_falls_short(tmp_path):
     )
     _write(tmp_path, "mapping", {"rows_per_s_per_core": 80_000, "vectorised": []}, limited=False)
     _write(tmp_path, "shop_load", {"summary": {"batch": {"esp_calls_per_10k_orders": 40}}})
+    workload = {"activity_rows": 16_000, "campaigns": 3, "extract_esp_calls": 13, "contacts_touched": 6_500}
+    _write(
+        tmp_path,
+        "engagement_writeback_20000",
+        {
+            "contacts": 20_000,
+            "days": 7,
+            "workload": workload,
+            "with_snapshot": _writeback(6_500, 74, 10, 6.5),
+            "without_snapshot": _writeback(6_500, 133, 70, 15.5),
+        },
+    )
 
     out = report.build(tmp_path, plots=False, failed=["bench.bench_crm_extract (exit 1)"])
     text = out.read_text()
@@ -80,6 +103,12 @@ def test_report_has_tables_floors_and_what_falls_short(tmp_path):
     assert "≥ 100x faster: 120.0x" in met
     assert "≥ 1,000x fewer write calls: 20,000x" in met
     assert "Shop: <= 100 ESP calls per 10k orders: 40" in met
+    # the write-back by id from the snapshot is the figure judged: 74 calls / 6,500 touched = 1.14
+    assert (
+        "**Not met: Engagement: <= 1 CRM call per 100 touched contacts.** Measured: 1.14 "
+        "(engagement_writeback_20000: ids from the contacts snapshot, 74 CRM calls for 6,500 touched"
+    ) in short
+    assert "by email 2.05 (133 calls)" in short
 
     assert "| HubSpot burst (Professional, private app) | 190 | calls per 10 s |" in text
     assert HUBSPOT_SOURCE in text
@@ -90,6 +119,12 @@ def test_report_has_tables_floors_and_what_falls_short(tmp_path):
     baseline = text.split("## Against the official SDKs", 1)[1]
     assert "| SDK one at a time, no diff | 2,400 | 20,000 | 200 | 120 | 20,000 |" in baseline
     assert "| mailsync (Airflow DAG) | 20.00 | 1 | 3 |" in baseline
+    engagement = text.split("## Engagement write-back to the CRM", 1)[1].split("\n## ", 1)[0]
+    assert (
+        "| ids from the contacts snapshot | 6,500 | 74 | 10 | 64 | 0 | 6.50 | 1.14 | 65 | 0.10 |"
+        in engagement
+    )
+    assert "| by email | 6,500 | 133 | 70 | 63 | 0 | 15.50 | 2.05 | 65 |" in engagement
     floors = text.split("## Each figure against its floor", 1)[1]
     assert "| contacts_sync_20000 | full_sync |" in floors
 
