@@ -14,7 +14,6 @@ A benchmark that fails is reported as failed in RESULTS.md and the others still 
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import time
@@ -28,8 +27,8 @@ def _sizes(size: int) -> list[str]:
     return [str(s) for s in sorted({10_000, 100_000, size})]
 
 
-#: (module, arguments at a size, takes --no-limits). None: asked from the script's --help.
-BENCHES: list[tuple[str, object, bool | None]] = [
+#: (module, its arguments at a size, whether it takes --no-limits)
+BENCHES: list[tuple[str, object, bool]] = [
     ("bench.bench_dag_parse", lambda size: ["--repeat", "3"], False),
     ("bench.bench_esp_load", lambda size: ["--members", str(size)], True),
     (
@@ -41,21 +40,11 @@ BENCHES: list[tuple[str, object, bool | None]] = [
     ("bench.bench_contacts_sync", lambda size: ["--contacts", str(size)], True),
     ("bench.baseline_sdk", lambda size: ["--contacts", str(size)], True),
     ("bench.bench_daily_dags", lambda size: ["--contacts", str(size)], True),
-    # Written by other work on issue 22: run when present, their size option read from --help.
-    ("bench.bench_crm_extract", None, None),
-    ("bench.bench_shop_load", None, None),
+    ("bench.bench_crm_extract", lambda size: ["--contacts", str(size)], True),
+    ("bench.bench_shop_load", lambda size: ["--contacts", str(size)], True),
     ("bench.bench_engagement_writeback", lambda size: ["--contacts", str(size)], True),
 ]
-SIZE_OPTIONS = ("--size", "--contacts", "--rows", "--members", "--orders")
 
-
-def _discovered(module: str, size: int) -> tuple[list[str], bool]:
-    """A script's size option and whether it takes --no-limits, from its --help."""
-    help_text = subprocess.run(
-        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    ).stdout
-    args = next(([opt, str(size)] for opt in SIZE_OPTIONS if re.search(rf"{opt}\b", help_text)), [])
-    return args, "--no-limits" in help_text
 
 
 def main() -> int:
@@ -77,13 +66,7 @@ def main() -> int:
         name = module.removeprefix("bench.").removeprefix("bench_")
         if args.only and name not in args.only:
             continue
-        if not (ROOT / (module.replace(".", "/") + ".py")).exists():
-            print(f"== {module}: not present, skipped", flush=True)
-            continue
-        if arguments is None:
-            command, takes_no_limits = _discovered(module, args.size)
-        else:
-            command = arguments(args.size)
+        command = arguments(args.size)
         if args.no_limits and takes_no_limits:
             command.append("--no-limits")
         print(f"== {module} {' '.join(command)}", flush=True)
