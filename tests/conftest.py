@@ -79,6 +79,8 @@ def connections(sandbox) -> dict[str, dict]:
     for conn_id, definition in defs.items():
         if definition["conn_type"] == "http":  # a dead sandbox fails a test in seconds, not after 5 minutes
             definition.setdefault("extra", {}).setdefault("retry_budget", 20)
+        if conn_id == "esp_default":  # the sandbox finishes a batch at its 2nd status read: poll fast
+            definition["extra"].setdefault("batch_poll_s", 0.05)
         set_connection(conn_id, definition)
     return defs
 
