@@ -148,12 +148,12 @@ def _last_day_contacts(context: dict) -> int:
 
 
 def _why_by_email(context: dict, contacts_dag: str, done: dict) -> dict:
-    """Why touched contacts went by email on the snapshot path (counted after the clock stops):
-    not in the snapshot (ESP members the CRM never had, or whose every record the contacts
-    sync's gate quarantined), or an email with a record that gate quarantined (the snapshot may
-    lack that record)."""
+    """What the snapshot path found outside the snapshot (counted after the clock stops): emails
+    not in it (ESP members the CRM never had, read by email; or whose every record the contacts
+    sync's gate quarantined, whose ids the kept quarantine files give), and emails in it with a
+    quarantined record (that record's id from the same files)."""
     from mailsync.mapping import engine
-    from mailsync.operators.crm import contacts_snapshot_of, quarantined_keys, snapshot_ids
+    from mailsync.operators.crm import contacts_snapshot_of, quarantined_ids, snapshot_ids
     from mailsync.operators.run import Run
 
     keys = Run.from_context(context).area.read_parquet("desired/contacts.parquet")[engine.KEY].tolist()
@@ -162,8 +162,8 @@ def _why_by_email(context: dict, contacts_dag: str, done: dict) -> dict:
     return {
         "not_in_snapshot": len(missing),
         "not_in_snapshot_unknown_to_the_crm": done["unknown_contacts"] - done["ids_gone_since_snapshot"],
-        "not_in_snapshot_quarantined_by_its_gate": len(quarantined_keys(contacts_dag, missing)),
-        "in_snapshot_with_a_quarantined_record": len(quarantined_keys(contacts_dag, known)),
+        "not_in_snapshot_quarantined_by_its_gate": len(quarantined_ids(contacts_dag, missing)),
+        "in_snapshot_with_a_quarantined_record": len(quarantined_ids(contacts_dag, known)),
     }
 
 
@@ -201,7 +201,7 @@ def write_back(sb, context: dict, path: str, latency_ms: int) -> dict:
         "sent_by_id": done["sent_by_id"],
         "read_by_email": touched - done["sent_by_id"] + done["ids_gone_since_snapshot"],
         "ids_gone_since_snapshot": done["ids_gone_since_snapshot"],
-        **({"read_by_email_because": why} if why else {}),
+        **({"outside_the_snapshot": why} if why else {}),
         "seconds": round(wall, 2),
         "crm_calls": len(crm),
         "crm_calls_by_kind": by_kind,
@@ -273,9 +273,10 @@ def main() -> None:
             "note": (
                 "The same desired records written twice, each path with its own sync state; by email "
                 "first, then by id, 10 s apart. The ESP calls of the write-back are 0 on both paths: "
-                "the activity is read once by the extract (workload.extract_esp_calls). Touched "
-                "contacts the snapshot cannot vouch for (not in it, or an email with a record its "
-                "gate quarantined) are read by email on the snapshot path too (read_by_email). "
+                "the activity is read once by the extract (workload.extract_esp_calls). On the snapshot "
+                "path the ids of records the contacts sync's gate quarantined come from its kept "
+                "quarantine files (outside_the_snapshot); emails neither has (the CRM lacks them) "
+                "are read by email (read_by_email). "
                 "The by-email path's searches are paced to HubSpot's 5 search requests per s, which "
                 "bounds its seconds; the floor of both is the ids-known one (one batch update per 100 "
                 "touched contacts). engagement_path: extract + gate + transform + the snapshot path's "

@@ -55,7 +55,12 @@ class CrmHook(VendorHttpHook):
     vendor = "CRM"
     # the full extract's options (mailsync.contacts.extract): connection settings, not headers
     option_keys = (
-        "batch_size", "search_rate", "full_extract", "export_over", "export_poll_s", "export_timeout_s"
+        "batch_size",
+        "search_rate",
+        "full_extract",
+        "export_over",
+        "export_poll_s",
+        "export_timeout_s",
     )
     default_max_connections = 4
 

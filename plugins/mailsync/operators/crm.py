@@ -14,13 +14,14 @@ DAG's contacts snapshot, so the write needs no batch read by email: one update c
 records. The snapshot keeps every CRM record of an email that passed the contacts sync's gate once
 (duplicates are deduplicated only for the ESP members, after the snapshot is written), but not a
 record created since the last night, nor one quarantined ever since it was created (about 4 % of
-the sandbox's records: bad birthdays, amounts). So the emails of records quarantined in the runs
-whose quarantine files are still kept are read by email, as are emails the snapshot does not
-have (new since the last night, no contacts sync yet) and an email one of whose ids the CRM no
-longer has (deleted or archived since the snapshot): that one is then written by email or
-reported unknown. Left: a second record of a known email created since the last night, or
-quarantined since before the quarantine files' retention, misses the values until they change
-again after the snapshot has it.
+the sandbox's records: bad birthdays, amounts): the ids of records quarantined in the runs whose
+quarantine files are still kept come from those files. Read by email are the emails neither has
+(new since the last night, unknown to the CRM, no contacts sync yet), an email with a
+quarantined row without a usable id, and an email one of whose ids the CRM no longer has
+(deleted or archived since the snapshot): that one is then written by email or reported
+unknown. Left: a second record of a known email created since the last night, or quarantined
+since before the quarantine files' retention, misses the values until they change again after
+the snapshot has it.
 """
 
 from __future__ import annotations
@@ -100,24 +101,37 @@ def snapshot_ids(snapshot: Area, keys: Iterable[str], *, rows: int = SNAPSHOT_RO
     return {k: ids for k, ids in found.items() if k not in ambiguous}
 
 
-def quarantined_keys(dag_id: str, keys: Iterable[str], *, rows: int = SNAPSHOT_ROWS) -> set[str]:
-    """The emails among `keys` of CRM records the contacts sync `dag_id`'s gate quarantined in a
-    run whose quarantine file is still kept (include/retention.yaml: quarantine_days). Such a
-    record is in its snapshot only if an earlier version of it passed the gate, so these emails
-    may have more records than the snapshot lists. Read `rows` at a time, the email column only."""
+def quarantined_ids(
+    dag_id: str, keys: Iterable[str], *, rows: int = SNAPSHOT_ROWS
+) -> dict[str, set[str] | None]:
+    """email -> the CRM ids of its records the contacts sync `dag_id`'s gate quarantined in runs
+    whose quarantine file is still kept (include/retention.yaml: quarantine_days), for the emails
+    among `keys` that have such records. Such a record is in the snapshot only if an earlier
+    version of it passed the gate, so its id comes from here. None for an email one of whose
+    quarantined rows has no usable id (blank or not a HubSpot id: the row may be quarantined for
+    its id): that email is read by email. Read `rows` at a time, two columns only."""
     import pandas as pd
 
+    from mailsync.contacts.extract import ID
     from mailsync.staging import Area, root
 
-    wanted, found = set(keys), set()
+    wanted, found = set(keys), {}
     runs = Area(root() / dag_id / "runs")
     for label in runs.names() if wanted else []:
         target = (runs / label / "quality" / "contacts").file("quarantine.csv")
         if not target.fs.exists(target.path):
             continue
         with target.open("r") as text:
-            for chunk in pd.read_csv(text, usecols=["email"], dtype="string", chunksize=rows):
-                found |= wanted.intersection(chunk["email"].dropna().str.strip().str.lower())
+            columns = lambda c: c in ("email", ID)  # noqa: E731 (older files may lack the id)
+            for chunk in pd.read_csv(text, usecols=columns, dtype="string", chunksize=rows):
+                emails = chunk["email"].str.strip().str.lower()
+                hit = emails.isin(wanted).fillna(False).to_numpy()
+                ids = chunk[ID][hit] if ID in chunk else pd.Series([None] * int(hit.sum()), dtype="string")
+                for key, contact_id in zip(emails[hit], ids.fillna("").str.strip(), strict=True):
+                    if not contact_id.isdigit():
+                        found[key] = None
+                    elif found.get(key, set()) is not None:
+                        found.setdefault(key, set()).add(contact_id)
     return found
 
 
@@ -244,16 +258,30 @@ class WriteBackCrmContactsOperator(BaseOperator):
         }
 
     def _known_ids(self, upserts, all_records: bool) -> dict[str, list[str]]:
-        """key -> the CRM ids to write, for the emails `ids_from_dag`'s snapshot has. With
-        `all_records`, not the emails of a record its gate quarantined lately (the snapshot may
-        lack that record); without, only emails with one record there: which one HubSpot's read
-        by email would pick among several is the CRM's to say. The others are read by email."""
+        """key -> the CRM ids to write, for the emails `ids_from_dag`'s snapshot and kept
+        quarantine files have (every record of the email, with `all_records`; without, only
+        emails with one record there: which one HubSpot's read by email would pick among several
+        is the CRM's to say). An id listed under two emails is left out of both, and an email with
+        a quarantined row without a usable id is not known: those are read by email."""
         if not self.ids_from_dag or upserts.empty:
             return {}
         from mailsync.operators import sync
 
-        known = snapshot_ids(contacts_snapshot_of(self.ids_from_dag), upserts[sync.KEY])
-        if not all_records:
-            return {k: ids for k, ids in known.items() if len(ids) == 1}
-        partial = quarantined_keys(self.ids_from_dag, known)  # may have records the snapshot lacks
-        return {k: ids for k, ids in known.items() if k not in partial}
+        keys = upserts[sync.KEY]
+        snapshot = contacts_snapshot_of(self.ids_from_dag)
+        known = {k: set(ids) for k, ids in snapshot_ids(snapshot, keys).items()}
+        for key, ids in quarantined_ids(self.ids_from_dag, keys).items():
+            if ids is None:
+                known.pop(key, None)
+            else:
+                known[key] = known.get(key, set()) | ids
+        owners: dict[str, set[str]] = {}
+        for key, ids in known.items():
+            for contact_id in ids:
+                owners.setdefault(contact_id, set()).add(key)
+        ambiguous = {k for keys_of_id in owners.values() if len(keys_of_id) > 1 for k in keys_of_id}
+        return {
+            k: sorted(ids)
+            for k, ids in known.items()
+            if k not in ambiguous and (all_records or len(ids) == 1)
+        }

@@ -260,11 +260,15 @@ def shop_report(run: Run, extract: dict, validate: dict, transform: dict, load: 
         "revenue_html": transform.get("revenue_html"),
         "quality_reports": {k: v.get("report") for k, v in validate.items()},
     }
-    warnings = [
-        "The ESP refused "
-        + ", ".join(f"{n} {what}" for what, n in refused.items())
-        + ": reasons in the rejected files; they are sent again next run."
-    ] if refused else []
+    warnings = (
+        [
+            "The ESP refused "
+            + ", ".join(f"{n} {what}" for what, n in refused.items())
+            + ": reasons in the rejected files; they are sent again next run."
+        ]
+        if refused
+        else []
+    )
     return finish(
         run,
         extract.get("started_at"),

@@ -16,7 +16,7 @@ import pytest
 from mailsync.operators.crm import (
     WriteBackCrmContactsOperator,
     contacts_snapshot_of,
-    quarantined_keys,
+    quarantined_ids,
     snapshot_ids,
 )
 from mailsync.operators.run import Run
@@ -201,19 +201,59 @@ def test_every_record_sharing_an_email_gets_the_values(world):
     assert all(after[i]["esp_opens_total"] == "11" for e in twice for i in _ids_of(world, e))
 
 
-def test_an_email_with_a_quarantined_record_is_read_by_email(world):
-    """The snapshot lacks a record its gate quarantined (a bad birthday); its email's other
-    record is there, but the email is read by email so that both records get the values."""
+def test_an_email_with_a_quarantined_record_gets_every_records_values_by_id(world):
+    """The snapshot lacks a record its gate quarantined (a bad birthday); the night's kept
+    quarantine file has that record's id, so both records of the email are written by id, with
+    no read by email."""
     shared = sorted(duplicated_emails(world))[1]
     ids = _ids_of(world, shared)
     in_snapshot = snapshot_ids(contacts_snapshot_of(CONTACTS_DAG), [shared])[shared]
     assert len(in_snapshot) == len(ids) - 1  # the quarantined record is not in the snapshot
-    assert quarantined_keys(CONTACTS_DAG, [shared, *_single_record_emails(world)]) == {shared}
+    others = _single_record_emails(world)
+    assert quarantined_ids(CONTACTS_DAG, [shared, *others]) == {shared: set(ids) - set(in_snapshot)}
     context = _context()
     _write_desired(context, [shared], opens=13)
+    world.clear_requests()
+    done = _operator().execute(context)
+    assert (done["written"], done["sent_by_id"]) == (1, 1)
+    assert _reads(world) == [] and len(_crm_calls(world)) == 1
+    after = crm_records(world)
+    assert all(after[i]["esp_opens_total"] == "13" for i in ids)
+
+
+def test_a_quarantined_row_without_a_usable_id_sends_its_email_by_email(world, tmp_path):
+    """A row may be quarantined for its id (a control character, a blank): then which records
+    the email has is not known from the files, and HubSpot's read by email says."""
+    shared = sorted(duplicated_emails(world))[1]
+    ids = _ids_of(world, shared)
+    [kept] = (tmp_path / "staging" / QUARANTINE).rglob("contacts/quarantine.csv")
+    rows = pd.read_csv(kept, dtype="string")
+    rows.loc[rows["email"].str.strip().str.lower() == shared, "hs_object_id"] = "12x"
+    rows.to_csv(kept, index=False)
+    assert quarantined_ids(CONTACTS_DAG, [shared]) == {shared: None}
+    context = _context()
+    _write_desired(context, [shared], opens=17)
     world.clear_requests()
     done = _operator().execute(context)
     assert (done["written"], done["sent_by_id"]) == (1, 0)
     assert _reads(world)  # looked up by email: the search finds every record
     after = crm_records(world)
-    assert all(after[i]["esp_opens_total"] == "13" for i in ids)
+    assert all(after[i]["esp_opens_total"] == "17" for i in ids)
+
+
+def test_an_email_whose_every_record_was_quarantined_is_written_by_id(world, tmp_path):
+    """Its ids are in no snapshot, only in the kept quarantine file (one in 25 of the sandbox's
+    records is quarantined: bad birthdays, amounts)."""
+    [kept] = (tmp_path / "staging" / QUARANTINE).rglob("contacts/quarantine.csv")
+    emails = pd.read_csv(kept, dtype="string")["email"].dropna().str.strip().str.lower()
+    known = snapshot_ids(contacts_snapshot_of(CONTACTS_DAG), emails)
+    only_quarantined = sorted(e for e in set(emails) - set(known) if len(_ids_of(world, e)) == 1)[:3]
+    assert only_quarantined
+    context = _context()
+    _write_desired(context, only_quarantined, opens=19)
+    world.clear_requests()
+    done = _operator().execute(context)
+    assert (done["written"], done["sent_by_id"]) == (len(only_quarantined),) * 2
+    assert _reads(world) == []
+    after = crm_records(world)
+    assert all(after[_ids_of(world, e)[0]]["esp_opens_total"] == "19" for e in only_quarantined)
