@@ -79,34 +79,38 @@ def clean_column(name: str) -> str:
     return f"{name}__clean"
 
 
-# Control characters (C0, DEL, C1), as RE2 classes for Arrow's regex kernels; LINE are the ones
-# a `multiline` input keeps.
+# Control characters (C0, DEL, C1), as an RE2 class for Arrow's regex kernels (found in the
+# UTF-8 bytes by `types.control_bytes`); LINE are the ones a `multiline` input keeps.
 _CONTROLS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
-_ANY_CONTROL = r"[\x00-\x1f\x7f-\x9f]"
 _LINE = r"\r\n|[\t\n\r]"
 _ANSI = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]"  # terminal escape sequences (colours, cursor moves)
 
 
-def _arrow(s: pd.Series) -> pa.Array:
-    return pa.array(s, type=pa.large_string(), from_pandas=True)
-
-
 def has_controls(s: pd.Series, *, multiline: bool = False) -> pd.Series:
-    """True where a text value holds a control character (tab/newline allowed if multiline)."""
-    hit = pc.match_substring_regex(_arrow(s), _CONTROLS if multiline else _ANY_CONTROL)
-    return pd.Series(pc.fill_null(hit, False).to_numpy(zero_copy_only=False), index=s.index)
+    """True where a text value holds a control character (tab/newline allowed if multiline),
+    decided on the UTF-8 bytes (one numpy pass, no regex)."""
+    arr = t.arrow_text(s)
+    hit = t.rows_with(arr, lambda b: t.control_bytes(b, multiline=multiline))
+    valid = pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    return pd.Series(hit & valid, index=s.index)
+
+
+def _strip_kernel(arr: pa.Array, multiline: bool) -> pa.Array:
+    arr = pc.replace_substring_regex(arr, _ANSI, "")
+    if not multiline:
+        arr = pc.replace_substring_regex(arr, _LINE, " ")
+    return pc.replace_substring_regex(arr, _CONTROLS, "")
 
 
 def strip_controls(s: pd.Series, *, multiline: bool = False) -> pd.Series:
     """Text without control characters: terminal escape sequences are removed whole, tab, CR
     and LF become a space (kept if multiline), the others are removed; a value left blank
-    becomes null."""
-    arr = pc.replace_substring_regex(_arrow(s), _ANSI, "")
-    if not multiline:
-        arr = pc.replace_substring_regex(arr, _LINE, " ")
-    arr = pc.replace_substring_regex(arr, _CONTROLS, "")
-    out = pd.Series(pd.arrays.ArrowStringArray(arr), index=s.index)
-    return out.mask(out.str.strip() == "")
+    becomes null. The regexes run only on the rows holding a control character (every
+    pattern starts with one), the others are unchanged."""
+    arr = t.arrow_text(s)
+    rows = t.rows_with(arr, t.control_bytes)
+    arr = t.where_rows(arr, rows, lambda a: _strip_kernel(a, multiline))
+    return t.text_series(t.blank_to_null(arr), s.index)
 
 
 def row_rules(source: Source) -> list[RowRule]:
@@ -166,16 +170,19 @@ def prepare(mapping: Mapping, source_name: str, raw: pd.DataFrame, *, row_offset
             f"source {source_name!r} lacks column(s) {missing} required by mapping {mapping.name!r}"
             + (f"; columns not in the mapping: {extra} (renamed?)" if extra else "")
         )
-    out = pd.DataFrame(index=raw.index)
-    out[ROW] = np.arange(row_offset, row_offset + len(raw), dtype="int64")
+    columns: dict[str, Any] = {ROW: np.arange(row_offset, row_offset + len(raw), dtype="int64")}
     for name, col in source_columns(source).items():
         inp = source.inputs[name]
-        out[name] = _parse(inp, raw[col])
+        text = t.as_text(raw[col])
+        # Every parser starts with `as_text` of a text column, and `as_text` of its own result
+        # changes nothing: a text column is trimmed to text once, not once per use.
+        columns[name] = _parse(inp, text if raw[col].dtype == t.STRING else raw[col])
         if inp.type in _PARSED_TYPES:
-            given = t.as_text(raw[col]).notna().to_numpy()
-            out[parsed_column(name)] = ~(given & out[name].isna().to_numpy())
+            given = text.notna().to_numpy()
+            columns[parsed_column(name)] = ~(given & columns[name].isna().to_numpy())
         if inp.controls == "quarantine":
-            out[clean_column(name)] = ~has_controls(t.as_text(raw[col]), multiline=inp.multiline)
+            columns[clean_column(name)] = ~has_controls(text, multiline=inp.multiline)
+    out = pd.DataFrame(columns, index=raw.index)
     out[KEY] = out[source.key.input].astype(t.STRING)
     return out.reset_index(drop=True)
 
@@ -282,11 +289,41 @@ def deduplicate(
         by, ascending = [rule.order_by, ROW], [rule.keep == "earliest", True]
     else:
         by, ascending = [ROW], [rule.keep == "first"]
-    ordered = prepared.sort_values(by, ascending=ascending, na_position="last", kind="stable")
-    first = ~ordered.duplicated(KEY, keep="first") | ordered[KEY].isna()
-    kept = ordered[first].sort_values(ROW, kind="stable")
-    dropped = ordered[~first].sort_values(ROW, kind="stable")
-    return kept.reset_index(drop=True), dropped.reset_index(drop=True)
+    # The order is decided on the sort columns alone and the wide frame is taken once per side
+    # (sorting the whole frame moved every column three times).
+    order = _sort_order(prepared, by, ascending)
+    keys = prepared[KEY].take(order)
+    first = (~keys.duplicated(keep="first") | keys.isna()).to_numpy()
+    rows = prepared[ROW].to_numpy()
+
+    def by_row(positions: np.ndarray) -> pd.DataFrame:
+        positions = positions[np.argsort(rows[positions], kind="stable")]
+        return prepared.take(positions).reset_index(drop=True)
+
+    return by_row(order[first]), by_row(order[~first])
+
+
+def _sort_order(frame: pd.DataFrame, by: list[str], ascending: list[bool]) -> np.ndarray:
+    """The positions `frame.sort_values(by, ascending=..., na_position="last", kind="stable")`
+    puts the rows in: datetime and int64 keys by one numpy lexsort (missing last, ties in frame
+    order, as pandas' lexsort), other keys by pandas on the sort columns alone."""
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []  # (missing, value) per column
+    for column, up in zip(by, ascending, strict=True):
+        s = frame[column]
+        if s.dtype.kind == "M":
+            ticks = np.asarray(s.array.asi8)
+            missing = ticks == np.iinfo(np.int64).min
+        elif isinstance(s.dtype, np.dtype) and s.dtype.kind == "i":
+            ticks, missing = s.to_numpy(dtype=np.int64), np.zeros(len(s), dtype=bool)
+        else:
+            narrow = pd.DataFrame({c: frame[c] for c in dict.fromkeys(by)}).reset_index(drop=True)
+            narrow["__position"] = np.arange(len(frame))
+            ordered = narrow.sort_values(by, ascending=ascending, na_position="last", kind="stable")
+            return ordered["__position"].to_numpy()
+        ticks = np.where(missing, 0, ticks)
+        pairs.append((missing, ticks if up else -ticks))
+    # np.lexsort sorts by its last key first
+    return np.lexsort([k for missing, value in reversed(pairs) for k in (value, missing)])
 
 
 @cache
@@ -304,16 +341,77 @@ def _lookup_table(mapping: Mapping, name: str) -> dict[str, str]:
 
 def _as_lookup_keys(s: pd.Series) -> pd.Series:
     if isinstance(s.dtype, pd.BooleanDtype):
-        return s.map({True: "true", False: "false"}).astype(t.STRING)
+        flags = pa.array(s, type=pa.bool_(), from_pandas=True)
+        words = pc.if_else(flags, pa.scalar("true", pa.large_string()), pa.scalar("false", pa.large_string()))
+        return t.text_series(words, s.index)
     return s.astype(t.STRING).str.strip()
+
+
+def _looked_up(keys: pd.Series, table: dict[str, str], *, keep: bool) -> pd.Series:
+    """`keys.map(table)` (a key absent, or null, maps to null; with `keep` to itself) by Arrow's
+    hash lookup instead of a Python dict per row."""
+    arr = t.arrow_text(keys)
+    names = pa.array(list(table), type=pa.large_string())
+    values = pa.array(list(table.values()), type=pa.large_string())
+    mapped = values.take(pc.index_in(arr, value_set=names))
+    if keep:
+        mapped = pc.coalesce(mapped, arr)
+    return t.text_series(mapped, keys.index)
+
+
+_PAIRS = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8).reshape(100, 2)
+_WIDTH = {"Y": 4, "m": 2, "d": 2, "H": 2, "M": 2, "S": 2}
+
+
+def _strftime(s: pd.Series, fmt: str) -> pd.Series:
+    """`s.dt.strftime(fmt)` as text; a naive column in years 1000-9999 and a format of fixed-width
+    %Y %m %d %H %M %S and ASCII literals is written by numpy (the same digits), others by pandas."""
+    layout = t.date_layout(fmt)
+    if layout is None or getattr(s.dt, "tz", None) is not None or "%f" in fmt:
+        return s.dt.strftime(fmt).astype(t.STRING)
+    values = s.to_numpy(dtype="datetime64[us]")
+    missing = np.isnat(values)
+    days = values.astype("datetime64[D]")
+    years = days.astype("datetime64[Y]").astype(np.int64) + 1970
+    if len(values) and not ((years[~missing] >= 1000) & (years[~missing] <= 9999)).all():
+        return s.dt.strftime(fmt).astype(t.STRING)
+    in_day = (values - days).astype(np.int64) // 1_000_000
+
+    def part(item: str) -> np.ndarray:
+        if item == "Y":
+            return years
+        if item == "m":
+            return days.astype("datetime64[M]").astype(np.int64) % 12 + 1
+        if item == "d":
+            return (days - days.astype("datetime64[M]")).astype(np.int64) + 1
+        return {"H": in_day // 3600, "M": in_day // 60 % 60, "S": in_day % 60}[item]
+
+    length = layout[-1][1]
+    text = np.empty((len(values), length), dtype=np.uint8)
+    for item, pos in layout[:-1]:
+        if item in _WIDTH:
+            number = np.where(missing, 0, part(item))
+            if item == "Y":
+                text[:, pos : pos + 2] = _PAIRS[number // 100]
+                text[:, pos + 2 : pos + 4] = _PAIRS[number % 100]
+            else:
+                text[:, pos : pos + 2] = _PAIRS[number]
+        else:
+            text[:, pos] = ord(item)
+    offsets = np.arange(0, length * (len(values) + 1), length, dtype=np.int64)
+    validity = pa.array(~missing).buffers()[1] if missing.any() else None
+    arr = pa.LargeStringArray.from_buffers(
+        len(values), pa.py_buffer(offsets), pa.py_buffer(text.tobytes()), validity
+    )
+    return t.text_series(arr, s.index)
 
 
 def _format(f: DestField, s: pd.Series) -> pd.Series:
     if f.format is not None and pd.api.types.is_datetime64_any_dtype(s.dtype):
-        return s.dt.strftime(f.format).astype(t.STRING)
+        return _strftime(s, f.format)
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
         tz = getattr(s.dt, "tz", None)
-        return s.dt.strftime("%Y-%m-%dT%H:%M:%SZ" if tz else "%Y-%m-%d").astype(t.STRING)
+        return _strftime(s, "%Y-%m-%dT%H:%M:%SZ" if tz else "%Y-%m-%d")
     return s
 
 
@@ -337,9 +435,7 @@ def _build_field(mapping: Mapping, f: DestField, frame: pd.DataFrame) -> pd.Seri
         s = pd.Series([f.const] * len(frame), index=frame.index)
     if f.lookup is not None:
         table = _lookup_table(mapping, f.lookup) if isinstance(f.lookup, str) else f.lookup
-        keys = _as_lookup_keys(s)
-        mapped = keys.map(table).astype(t.STRING)
-        s = mapped.fillna(keys) if f.on_missing == "keep" else mapped
+        s = _looked_up(_as_lookup_keys(s), table, keep=f.on_missing == "keep")
     s = _format(f, s)
     if f.round is not None:
         s = s.astype("Float64").round(f.round)
@@ -372,7 +468,9 @@ def _joined(mapping: Mapping, primary: pd.DataFrame, secondary: dict[str, pd.Dat
         other = secondary.get(name)
         inputs = list(source.inputs)
         if other is None:  # source absent tonight: its fields are null, the mapping decides defaults
-            other = pd.DataFrame({n: pd.Series(dtype=t.STRING) for n in inputs})
+            nulls = pa.nulls(len(frame), pa.large_string())
+            frame = frame.assign(**{f"{name}.{n}": t.text_series(nulls, frame.index) for n in inputs})
+            continue
         right = other[inputs].drop_duplicates(source.key.input, keep="last")
         right = right.rename(columns={n: f"{name}.{n}" for n in inputs})
         left_on, right_on = source.join, f"{name}.{source.key.input}"
@@ -434,11 +532,30 @@ def fingerprint(records: pd.DataFrame, fields: list[str]) -> pd.Series:
         text = pa.array([text.as_py()] * len(records), pa.large_string())
     offsets, data = _bytes(text)
     blake2b = hashlib.blake2b
-    prints = [
-        PRINT_PREFIX + blake2b(data[a:b], digest_size=8).hexdigest()
-        for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-    ]
-    return pd.Series(prints, dtype=t.STRING, index=records.index)
+    digests = b"".join(
+        [
+            blake2b(data[a:b], digest_size=8).digest()
+            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+        ]
+    )
+    return _hex_texts(np.frombuffer(digests, dtype=np.uint8).reshape(-1, 8), records.index, PRINT_PREFIX)
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex_texts(raw: np.ndarray, index: pd.Index, prefix: str = "") -> pd.Series:
+    """prefix + lower-case hex of each row of bytes (`bytes.hex()`), built as one Arrow buffer."""
+    rows, width = raw.shape
+    head = np.frombuffer(prefix.encode(), dtype=np.uint8)
+    length = len(head) + 2 * width
+    text = np.empty((rows, length), dtype=np.uint8)
+    text[:, : len(head)] = head
+    text[:, len(head) :: 2] = _HEX[raw >> 4]
+    text[:, len(head) + 1 :: 2] = _HEX[raw & 15]
+    offsets = np.arange(0, length * (rows + 1), length, dtype=np.int64)
+    arr = pa.LargeStringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
+    return t.text_series(arr, index)
 
 
 def _join(*parts: str | pa.Array) -> pa.Array:
@@ -540,5 +657,5 @@ def legacy_pandas_fingerprint(records: pd.DataFrame, fields: list[str]) -> pd.Se
     (see `sync.diff`). It gives the old values only with the pandas that wrote them (3.1.1)."""
     if records.empty:
         return pd.Series([], dtype=t.STRING, index=records.index)
-    hashed = pd.util.hash_pandas_object(records[fields], index=False)
-    return hashed.map("{:016x}".format).astype(t.STRING)
+    hashed = pd.util.hash_pandas_object(records[fields], index=False).to_numpy(dtype=np.uint64)
+    return _hex_texts(hashed.astype(">u8").view(np.uint8).reshape(-1, 8), records.index)
