@@ -30,10 +30,11 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 from bench import limits
 from bench.common import PeakMemory, add_limit_args, sandbox, write_result
+from devtools.operator_run import contacts_night as night_steps
+from devtools.operator_run import operator_context
 
 CONTACTS_DAG = "crm_to_esp_contacts__bench"  # the contacts sync whose snapshot gives the ids
 NO_SNAPSHOT_DAG = "crm_to_esp_contacts__never_ran"  # a contacts sync with no snapshot yet
@@ -48,46 +49,13 @@ PATHS = {  # result key -> the contacts sync DAG whose snapshot the write-back r
 }
 
 
-class _TaskInstance:
-    def __init__(self, context: dict) -> None:
-        self.context = context
-
-    def get_template_context(self) -> dict:
-        return self.context
-
-
-def _context(dag_id: str, run_id: str, start: datetime, end: datetime, **params) -> dict:
-    context = {
-        "dag": SimpleNamespace(dag_id=dag_id),
-        "run_id": run_id,
-        "data_interval_start": start,
-        "data_interval_end": end,
-        "params": params,
-    }
-    context["ti"] = _TaskInstance(context)
-    return context
-
-
 def contacts_night(sb) -> dict:
     """One full contacts night up to its commit: the snapshot (ids by email) and the quarantine
     file the write-back reads. Nothing is loaded to the ESP."""
-    from mailsync.operators.contacts import (
-        CommitSnapshotsOperator,
-        ContactsQualityGateOperator,
-        ExtractCrmContactsOperator,
-        ExtractLoyaltyFileOperator,
-        PlanPartitionsOperator,
-        TransformContactsOperator,
-    )
-
-    context = _context(CONTACTS_DAG, "scheduled__bench", END - timedelta(days=1), END, **NIGHT)
+    context = operator_context(CONTACTS_DAG, "scheduled__bench", END - timedelta(days=1), END, **NIGHT)
     started = time.perf_counter()
-    extracted = ExtractCrmContactsOperator(task_id="extract_contacts").execute(context)
-    ExtractLoyaltyFileOperator(task_id="extract_loyalty", sensed={"found": False}).execute(context)
-    gate = ContactsQualityGateOperator(task_id="validate").execute(context)
-    for part in PlanPartitionsOperator(task_id="plan", extracted=extracted).execute(context):
-        TransformContactsOperator(task_id="transform", part=part).execute(context)
-    committed = CommitSnapshotsOperator(task_id="commit").execute(context)
+    done = night_steps(context, load=False)
+    extracted, gate, committed = done["extract_contacts"], done["validate"], done["commit"]
     assert committed.get("committed"), committed
     return {
         "seconds": round(time.perf_counter() - started, 2),
@@ -103,7 +71,7 @@ def engagement_desired(sb, days: int) -> tuple[dict, dict]:
     from mailsync.operators.steps import QualityGateOperator
 
     start = END - timedelta(days=days)
-    context = _context(ENGAGEMENT_DAG, "manual__bench", start, END, campaign_lookback_days=30)
+    context = operator_context(ENGAGEMENT_DAG, "manual__bench", start, END, campaign_lookback_days=30)
     sb.clear_requests()
     started = time.perf_counter()
     extracted = ExtractEspActivityOperator(task_id="extract").execute(context)

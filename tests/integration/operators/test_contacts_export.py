@@ -16,20 +16,12 @@ from mailsync.contacts.extract import IncompleteExtract
 from mailsync.hooks.base import JobFailed, JobTimeout
 from mailsync.hooks.crm import CrmHook
 from mailsync.operators.contacts import (
-    CommitSnapshotsOperator,
-    ContactsQualityGateOperator,
-    DiffContactsOperator,
     ExtractCrmContactsOperator,
-    ExtractLoyaltyFileOperator,
-    GuardRemovalsOperator,
-    LoadContactsOperator,
-    PlanPartitionsOperator,
-    TransformContactsOperator,
 )
 from mailsync.operators.run import Run
 from tests.connections import variant
 from tests.integration.dags import dagrun
-from tests.integration.operators.context import operator_context
+from tests.integration.operators.context import contacts_night, operator_context
 
 DAG = STATE = "crm_to_esp_contacts"
 NIGHT1 = (datetime(2026, 11, 19, 2, tzinfo=UTC), datetime(2026, 11, 20, 2, tzinfo=UTC))
@@ -63,22 +55,8 @@ def _staged(context: dict) -> pd.DataFrame:
 
 def _night(conn_id: str, context: dict) -> tuple[dict, list[dict], list[dict]]:
     """Every step of a night in the DAG's order: (extract summary, diffs, loads)."""
-    extracted = _extract(conn_id, context)
-    ExtractLoyaltyFileOperator(task_id="extract_loyalty", sensed={"found": False}).execute(context)
-    ContactsQualityGateOperator(task_id="validate").execute(context)
-    parts = PlanPartitionsOperator(task_id="plan", extracted=extracted).execute(context)
-    diffs = [
-        DiffContactsOperator(
-            task_id="diff",
-            state=STATE,
-            transformed=TransformContactsOperator(task_id="transform", part=p).execute(context),
-        ).execute(context)
-        for p in parts
-    ]
-    guarded = GuardRemovalsOperator(task_id="check_removals", diffs=diffs).execute(context)
-    loads = [LoadContactsOperator(task_id="load", diffed=d, state=STATE).execute(context) for d in guarded]
-    CommitSnapshotsOperator(task_id="commit").execute(context)
-    return extracted, diffs, loads
+    done = contacts_night(context, state=STATE, crm_conn_id=conn_id)
+    return done["extract_contacts"], done["diff"], done["load"]
 
 
 def test_a_full_refresh_by_export_after_one_by_listing_changes_no_member(crm, vendors):

@@ -9,19 +9,13 @@ from datetime import UTC, datetime
 import pytest
 
 from mailsync.operators.contacts import (
-    CommitSnapshotsOperator,
     ContactsQualityGateOperator,
-    DiffContactsOperator,
     ExtractCrmContactsOperator,
     ExtractLoyaltyFileOperator,
-    GuardRemovalsOperator,
-    LoadContactsOperator,
-    PlanPartitionsOperator,
-    TransformContactsOperator,
 )
 from tests.connections import variant
 from tests.integration.dags import dagrun
-from tests.integration.operators.context import operator_context, published
+from tests.integration.operators.context import contacts_night, operator_context, published
 
 DAG, STATE = "crm_to_esp_contacts__brand_x", "crm_to_esp_contacts__brand_x"
 START, END = datetime(2026, 11, 19, 2, tzinfo=UTC), datetime(2026, 11, 20, 2, tzinfo=UTC)
@@ -45,31 +39,15 @@ def brand_x(vendors, connections, tmp_path):
 
 def _night(conns: dict, run_id: str, **params) -> list[dict]:
     """Every step of a night, in the DAG's order; returns the loads' results."""
-    context = _context(run_id, **params)
-    extracted = ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id=conns["crm"]).execute(
-        context
+    done = contacts_night(
+        _context(run_id, **params),
+        state=STATE,
+        crm_conn_id=conns["crm"],
+        esp_conn_id=conns["esp"],
+        sftp_conn_id=conns["sftp"],
     )
-    ExtractLoyaltyFileOperator(
-        task_id="extract_loyalty", sensed={"found": False}, sftp_conn_id=conns["sftp"]
-    ).execute(context)
-    validated = ContactsQualityGateOperator(task_id="validate").execute(context)
-    parts = PlanPartitionsOperator(task_id="plan", extracted=extracted).execute(context)
-    diffs = [
-        DiffContactsOperator(
-            task_id="diff",
-            state=STATE,
-            transformed=TransformContactsOperator(task_id="transform", part=p).execute(context),
-        ).execute(context)
-        for p in parts
-    ]
-    guarded = GuardRemovalsOperator(task_id="check_removals", diffs=diffs).execute(context)
-    loads = [
-        LoadContactsOperator(task_id="load", diffed=d, esp_conn_id=conns["esp"], state=STATE).execute(context)
-        for d in guarded
-    ]
-    CommitSnapshotsOperator(task_id="commit").execute(context)
-    assert validated["contacts"]["rows_good"] > 900
-    return loads
+    assert done["validate"]["contacts"]["rows_good"] > 900
+    return done["load"]
 
 
 def test_a_night_on_a_brands_connections_writes_its_state_only(brand_x, vendors):

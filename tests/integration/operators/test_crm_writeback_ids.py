@@ -23,7 +23,7 @@ from mailsync.operators.run import Run
 from tests.connections import variant
 from tests.integration.dags import dagrun
 from tests.integration.dags.expected_engagement import crm_records, duplicated_emails
-from tests.integration.operators.context import operator_context
+from tests.integration.operators.context import contacts_night, operator_context
 
 MAPPING, STATE = "esp_to_crm_engagement", "crm_write_back_ids_test"
 CONTACTS_DAG = "crm_to_esp_contacts__ids_test"  # the contacts sync whose snapshot gives the ids
@@ -43,15 +43,6 @@ def night(sandbox, connections, tmp_path_factory) -> Path:
     """One contacts night (extract, gate, transform, commit) on the seed-42 sandbox, with one
     record of a duplicated email quarantined (a bad birthday): the staging folder whose contacts
     snapshot and quarantine file every test copies (each test regenerates the sandbox: same ids)."""
-    from mailsync.operators.contacts import (
-        CommitSnapshotsOperator,
-        ContactsQualityGateOperator,
-        ExtractCrmContactsOperator,
-        ExtractLoyaltyFileOperator,
-        PlanPartitionsOperator,
-        TransformContactsOperator,
-    )
-
     folder = tmp_path_factory.mktemp("contacts_night")
     dagrun.isolate(folder)
     sandbox.reset(seed=42, contacts=1000, days=7)
@@ -62,12 +53,7 @@ def night(sandbox, connections, tmp_path_factory) -> Path:
     inputs = [{"id": shared_id, "properties": {"date_of_birth": BAD_BIRTHDAY}}]
     CrmHook(crm).call("POST", "crm/v3/objects/contacts/batch/update", json={"inputs": inputs})
     context = operator_context(CONTACTS_DAG, "scheduled__night", START, END, **NIGHT)
-    extracted = ExtractCrmContactsOperator(task_id="extract_contacts", crm_conn_id=crm).execute(context)
-    ExtractLoyaltyFileOperator(task_id="extract_loyalty", sensed={"found": False}).execute(context)
-    ContactsQualityGateOperator(task_id="validate").execute(context)
-    for part in PlanPartitionsOperator(task_id="plan", extracted=extracted).execute(context):
-        TransformContactsOperator(task_id="transform", part=part).execute(context)
-    assert CommitSnapshotsOperator(task_id="commit").execute(context)["committed"]
+    assert contacts_night(context, load=False, crm_conn_id=crm)["commit"]["committed"]
     return folder / "staging"
 
 
