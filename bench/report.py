@@ -235,9 +235,9 @@ class Report:
             if name.startswith(("shop_load", "daily_dags")):
                 key, value = _first(
                     flatten(self.docs[name]),
-                    r"summary.*esp.*calls_per_10k",
+                    r"summary\.esp_calls_per_10k_orders\.batch$",  # today's path, not the old per_call
                     r"runs\.batch.*esp.*calls_per_10k",
-                    r"esp.*calls_per_10k",
+                    r"^shop\.esp_api_calls_per_10k",
                 )
                 if key:
                     return value, f"{name}: {key}, {setting(self.docs[name])}"

@@ -71,7 +71,7 @@ def test_report_has_tables_floors_and_what_falls_short(tmp_path):
         },
     )
     _write(tmp_path, "mapping", {"rows_per_s_per_core": 80_000, "vectorised": []}, limited=False)
-    _write(tmp_path, "shop_load", {"summary": {"batch": {"esp_calls_per_10k_orders": 40}}})
+    _write(tmp_path, "shop_load", {"summary": {"esp_calls_per_10k_orders": {"per_call": 9200, "batch": 40}}})
     workload = {"activity_rows": 16_000, "campaigns": 3, "extract_esp_calls": 13, "contacts_touched": 6_500}
     _write(
         tmp_path,
