@@ -107,30 +107,36 @@ def quarantined_ids(
     """email -> the CRM ids of its records the contacts sync `dag_id`'s gate quarantined in runs
     whose quarantine file is still kept (include/retention.yaml: quarantine_days), for the emails
     among `keys` that have such records. Such a record is in the snapshot only if an earlier
-    version of it passed the gate, so its id comes from here. None for an email one of whose
-    quarantined rows has no usable id (blank or not a HubSpot id: the row may be quarantined for
-    its id): that email is read by email. Read `rows` at a time, two columns only."""
+    version of it passed the gate, so its id comes from here. A record quarantined in several
+    runs counts under the email of its latest row (an email changed since is not its email).
+    None for an email one of whose quarantined rows has no usable id (blank or not a HubSpot id:
+    the row may be quarantined for its id): that email is read by email. Read `rows` at a time,
+    two columns only."""
     import pandas as pd
 
     from mailsync.contacts.extract import ID
     from mailsync.staging import Area, root
 
-    wanted, found = set(keys), {}
+    wanted, found, seen = set(keys), {}, set()
     runs = Area(root() / dag_id / "runs")
-    for label in runs.names() if wanted else []:
+    for label in sorted(runs.names(), reverse=True) if wanted else []:  # the latest run first
         target = (runs / label / "quality" / "contacts").file("quarantine.csv")
         if not target.fs.exists(target.path):
             continue
         with target.open("r") as text:
             columns = lambda c: c in ("email", ID)  # noqa: E731 (older files may lack the id)
             for chunk in pd.read_csv(text, usecols=columns, dtype="string", chunksize=rows):
-                emails = chunk["email"].str.strip().str.lower()
-                hit = emails.isin(wanted).fillna(False).to_numpy()
-                ids = chunk[ID][hit] if ID in chunk else pd.Series([None] * int(hit.sum()), dtype="string")
-                for key, contact_id in zip(emails[hit], ids.fillna("").str.strip(), strict=True):
+                emails = chunk["email"].str.strip().str.lower().fillna("")
+                ids = chunk[ID].fillna("").str.strip() if ID in chunk else pd.Series([""] * len(chunk))
+                for key, contact_id in zip(emails, ids, strict=True):
                     if not contact_id.isdigit():
-                        found[key] = None
-                    elif found.get(key, set()) is not None:
+                        if key in wanted:
+                            found[key] = None
+                        continue
+                    if contact_id in seen:
+                        continue  # a later run's row of this record said its email
+                    seen.add(contact_id)
+                    if key in wanted and found.get(key, set()) is not None:
                         found.setdefault(key, set()).add(contact_id)
     return found
 

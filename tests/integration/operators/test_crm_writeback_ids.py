@@ -243,3 +243,17 @@ def test_an_email_whose_every_record_was_quarantined_is_written_by_id(world, tmp
     assert _reads(world) == []
     after = crm_records(world)
     assert all(after[_ids_of(world, e)[0]]["esp_opens_total"] == "19" for e in only_quarantined)
+
+
+def test_a_record_quarantined_twice_counts_under_the_email_of_its_latest_row(world, tmp_path):
+    """Quarantine files are kept for days; a record whose email changed between two quarantined
+    versions is no longer the old email's record: the old email's values must not reach it."""
+    shared = sorted(duplicated_emails(world))[1]
+    [kept] = (tmp_path / "staging" / QUARANTINE).rglob("contacts/quarantine.csv")
+    rows = pd.read_csv(kept, dtype="string")
+    mine = rows[rows["email"].str.strip().str.lower() == shared].assign(email="moved@example.com")
+    later = tmp_path / "staging" / QUARANTINE / "20261120T000000__20261121T000000" / "quality" / "contacts"
+    later.mkdir(parents=True)
+    mine.to_csv(later / "quarantine.csv", index=False)
+    [moved_id] = set(mine["hs_object_id"])
+    assert quarantined_ids(CONTACTS_DAG, [shared, "moved@example.com"]) == {"moved@example.com": {moved_id}}
