@@ -438,36 +438,49 @@ def record_crm_erasures(run: Run, current, staged) -> int:
     """Called by the contacts `commit` before tonight's snapshot replaces the current one: the
     contacts that left the snapshot without being archived in the CRM were erased (a GDPR
     delete leaves no trace; only a full refresh notices). An email or customer id another
-    contact still holds is not erased."""
+    contact still holds is not erased. Tonight's ids, emails and customer ids are held as Arrow
+    arrays (a million contacts: ~100 MiB) and the current snapshot is read a bucket at a time;
+    a contact may have moved to another bucket (its email changed), so the look-ups are global."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    columns = ["__key", "customer_id", "hs_object_id"]
-
-    def read(area) -> pd.DataFrame:
-        frames = [area.read_parquet(n, columns=columns) for n in area.names(".parquet")]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-
-    before = read(current)
-    if before.empty:
+    if not current.names(".parquet"):
         return 0
-    after = read(staged)
-    archived = set((run.area / "extract").read_parquet("archived.parquet")["id"].dropna())
-    gone = before[~before["hs_object_id"].isin(set(after["hs_object_id"]) | archived)]
-    gone = gone[~gone["__key"].isin(set(after["__key"]))]
+
+    def column(area, name: str) -> pa.Array:
+        parts = [
+            pa.array(area.read_parquet(n, columns=[name])[name], pa.large_string(), from_pandas=True)
+            for n in area.names(".parquet")
+        ]
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.large_string())
+
+    def among(values: pd.Series, value_set: pa.Array) -> pd.Series:
+        found = pc.is_in(pa.array(values, pa.large_string(), from_pandas=True), value_set=value_set)
+        return pd.Series(pc.fill_null(found, False).to_numpy(zero_copy_only=False), index=values.index)
+
+    archived = (run.area / "extract").read_parquet("archived.parquet")["id"].dropna()
+    kept_ids = pa.concat_arrays([column(staged, "hs_object_id"), pa.array(archived, pa.large_string())])
+    kept_emails = column(staged, "__key")
+    gone = []
+    for name in current.names(".parquet"):
+        before = current.read_parquet(name, columns=["__key", "customer_id", "hs_object_id"])
+        left = ~among(before["hs_object_id"], kept_ids) & ~among(before["__key"], kept_emails)
+        gone.append(before[left.to_numpy()])
+    del kept_ids, kept_emails
+    gone = pd.concat(gone, ignore_index=True)
     if gone.empty:
         return 0
     from mailsync.state import ErasureLedger
 
-    still = set(after["customer_id"].dropna())
+    still = among(gone["customer_id"], column(staged, "customer_id"))
     people = [
         {
             "email": r["__key"],
-            "customer_id": r["customer_id"]
-            if pd.notna(r["customer_id"]) and r["customer_id"] not in still
-            else None,
+            "customer_id": r["customer_id"] if pd.notna(r["customer_id"]) and not held else None,
             "crm_id": r["hs_object_id"],
         }
-        for r in gone.to_dict("records")
+        for r, held in zip(gone.to_dict("records"), still, strict=True)
     ]
     recorded = ErasureLedger().record(people, source="crm_full_refresh", run_id=run.run_id)
     log.info("Recorded %d erasures (contacts gone from the CRM without an archive)", recorded)
