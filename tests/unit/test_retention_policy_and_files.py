@@ -139,3 +139,42 @@ def test_free_text_cells_are_searched_for_emails_and_raw_partner_lines_for_custo
     )
     scrub_parquet(path, FS, Matcher.of([GONE]), Scrubbed())
     assert pq.read_table(path).column("line").to_pylist() == [5]
+
+
+def test_a_full_refresh_records_who_left_the_crm_from_snapshots_of_many_row_groups(tmp_path):
+    """The contacts commit's erasure check on snapshot files as a million contacts write them
+    (several row groups: columns come back chunked). A contact that moved to another bucket
+    (its email changed) or was archived is not erased; one whose email another record holds
+    is not either; the others are, with their customer id unless another contact holds it."""
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+    from mailsync.operators.retention import record_crm_erasures
+    from mailsync.staging import Area
+
+    root = Area(ObjectStoragePath(tmp_path.as_uri()))
+    current, staged, run_area = root / "current", root / "staged", root / "run"
+
+    def snapshot(area, bucket: int, rows: list[tuple[str, str, str]]) -> None:
+        columns = zip(("__key", "customer_id", "hs_object_id"), zip(*rows, strict=True), strict=True)
+        table = pa.table({name: pa.array(values, pa.string()) for name, values in columns})
+        target = area.file(f"bucket={bucket:02d}.parquet")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, target.path, row_group_size=2)
+
+    stay = [(f"p{i}@x.de", f"C{i}", str(100 + i)) for i in range(6)]
+    left = [("moved@x.de", "C90", "90"), ("gone@x.de", "C91", "91"), ("arch@x.de", "C92", "92")]
+    snapshot(current, 0, [*stay, *left])
+    snapshot(current, 1, [("shared@x.de", "C93", "93"), ("erased@x.de", "C94", "94")])
+    snapshot(staged, 0, stay)
+    snapshot(staged, 1, [("new@x.de", "C90", "90"), ("shared@x.de", "C95", "95"), ("held@x.de", "C91", "96")])
+    archived = pd.DataFrame({"id": pd.Series(["92"], dtype="string")})
+    (run_area / "extract").write_parquet("archived.parquet", archived)
+
+    run = type("Run", (), {"area": run_area, "run_id": "manual__erasure_test"})()
+    assert record_crm_erasures(run, current, staged) == 2  # gone@ (C91 still held) and erased@
+    mine = {e.subject: e for e in ErasureLedger().all()}
+    assert set(mine) >= {pseudonym("email", "gone@x.de"), pseudonym("email", "erased@x.de")}
+    assert mine[pseudonym("email", "gone@x.de")].customer_hash is None  # C91 is held by held@
+    assert mine[pseudonym("email", "erased@x.de")].customer_hash == pseudonym("customer_id", "C94")
+    assert not {pseudonym("email", e) for e in ("moved@x.de", "arch@x.de", "shared@x.de")} & set(mine)

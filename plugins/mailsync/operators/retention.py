@@ -448,19 +448,21 @@ def record_crm_erasures(run: Run, current, staged) -> int:
     if not current.names(".parquet"):
         return 0
 
+    def text(values) -> pa.Array:
+        """One Arrow array (a column read from a file of several row groups comes chunked)."""
+        arr = pa.array(values, pa.large_string(), from_pandas=True)
+        return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
     def column(area, name: str) -> pa.Array:
-        parts = [
-            pa.array(area.read_parquet(n, columns=[name])[name], pa.large_string(), from_pandas=True)
-            for n in area.names(".parquet")
-        ]
+        parts = [text(area.read_parquet(n, columns=[name])[name]) for n in area.names(".parquet")]
         return pa.concat_arrays(parts) if parts else pa.array([], pa.large_string())
 
     def among(values: pd.Series, value_set: pa.Array) -> pd.Series:
-        found = pc.is_in(pa.array(values, pa.large_string(), from_pandas=True), value_set=value_set)
+        found = pc.is_in(text(values), value_set=value_set)
         return pd.Series(pc.fill_null(found, False).to_numpy(zero_copy_only=False), index=values.index)
 
     archived = (run.area / "extract").read_parquet("archived.parquet")["id"].dropna()
-    kept_ids = pa.concat_arrays([column(staged, "hs_object_id"), pa.array(archived, pa.large_string())])
+    kept_ids = pa.concat_arrays([column(staged, "hs_object_id"), text(archived)])
     kept_emails = column(staged, "__key")
     gone = []
     for name in current.names(".parquet"):
