@@ -11,8 +11,9 @@ snapshot and its quarantine file; then the engagement steps (extract, quality ga
 over the last `--days` of the generated world as one data interval (a week by default: a day
 at 20k contacts: about 700 contacts with events, 7 batches) write the
 touched contacts' desired records once. The same records are written back twice, each with its
-own sync state so that both write every touched contact: by id from the snapshot (the path of
-commit a2f8022, `ids_from_dag` = the contacts sync) and by email (the fallback when that DAG has
+own sync state so that both write every touched contact (the snapshot path first: the other's
+writes would count as modifications since the snapshot): by id from the snapshot and one search
+for the contacts modified since it (`ids_from_dag` = the contacts sync) and by email (the fallback when that DAG has
 no snapshot, the path before it: a search with an IN filter per 100 emails, batch reads by
 email for the emails the search misses, then the updates). Measured for each, from the
 sandbox's request log: CRM calls by kind, 429s answered, ESP calls, wall seconds, CRM calls per
@@ -153,7 +154,7 @@ def write_back(sb, context: dict, path: str, latency_ms: int) -> dict:
     crm = [r for r in sb.requests("crm") if r["path"].startswith(CRM_CONTACTS)]
     why = _why_by_email(context, PATHS[path], done) if path == "with_snapshot" else None
     by_kind = {
-        "search (ids by email, IN filter)": sum(r["path"] == f"{CRM_CONTACTS}/search" for r in crm),
+        "search (modified since the snapshot; ids by email, IN filter)": sum(r["path"] == f"{CRM_CONTACTS}/search" for r in crm),
         "batch read (ids by email)": sum(r["path"] == f"{CRM_CONTACTS}/batch/read" for r in crm),
         "batch update": sum(r["path"] == f"{CRM_CONTACTS}/batch/update" for r in crm),
     }
@@ -167,13 +168,17 @@ def write_back(sb, context: dict, path: str, latency_ms: int) -> dict:
         "unknown_contacts": done["unknown_contacts"],
         "rejected": done["rejected"],
         "sent_by_id": done["sent_by_id"],
-        "read_by_email": touched - done["sent_by_id"] + done["ids_gone_since_snapshot"],
+        "read_by_email": touched
+        - done["sent_by_id"]
+        - done.get("unknown_without_read", 0)
+        + done["ids_gone_since_snapshot"],
+        "unknown_without_read": done.get("unknown_without_read", 0),
         "ids_gone_since_snapshot": done["ids_gone_since_snapshot"],
         **({"outside_the_snapshot": why} if why else {}),
         "seconds": round(wall, 2),
         "crm_calls": len(crm),
         "crm_calls_by_kind": by_kind,
-        "crm_reads_by_email": len(crm) - by_kind["batch update"] - by_kind["other"],
+        "crm_reads_by_email": len(crm) - by_kind["batch update"] - by_kind["other"],  # with the search since
         "crm_hook_api_calls": done.get("api_calls"),
         "crm_hook_retries": done.get("retries"),
         "answered_429": sum(r["status"] == 429 for r in crm),
@@ -204,7 +209,7 @@ def main() -> None:
             night = contacts_night(sb)
             context, workload = engagement_desired(sb, args.days)
             paths = {}
-            for path in ("without_snapshot", "with_snapshot"):
+            for path in ("with_snapshot", "without_snapshot"):  # the other's writes would be modifications since the snapshot
                 time.sleep(10)  # a fresh 10-s window of HubSpot's burst limit for each path
                 paths[path] = write_back(sb, context, path, args.latency_ms)
     new, old = paths["with_snapshot"], paths["without_snapshot"]
@@ -239,12 +244,13 @@ def main() -> None:
                 "same_outcome": all(new[k] == old[k] for k in ("written", "unknown_contacts", "rejected")),
             },
             "note": (
-                "The same desired records written twice, each path with its own sync state; by email "
-                "first, then by id, 10 s apart. The ESP calls of the write-back are 0 on both paths: "
+                "The same desired records written twice, each path with its own sync state; by id "
+                "first, then by email, 10 s apart. The ESP calls of the write-back are 0 on both paths: "
                 "the activity is read once by the extract (workload.extract_esp_calls). On the snapshot "
                 "path the ids of records the contacts sync's gate quarantined come from its kept "
-                "quarantine files (outside_the_snapshot); emails neither has (the CRM lacks them) "
-                "are read by email (read_by_email). "
+                "quarantine files (outside_the_snapshot), and one search for the contacts modified "
+                "since the snapshot finds those it cannot have; emails in none of them (the CRM lacks "
+                "them) are unknown without a read (unknown_without_read). "
                 "The by-email path's searches are paced to HubSpot's 5 search requests per s, which "
                 "bounds its seconds; the floor of both is the ids-known one (one batch update per 100 "
                 "touched contacts). engagement_path: extract + gate + transform + the snapshot path's "

@@ -457,7 +457,7 @@ class Report:
         ]
         rows = []
         for path, label in (
-            ("with_snapshot", "ids from the contacts snapshot"),
+            ("with_snapshot", "ids from the contacts snapshot, modified since it"),
             ("without_snapshot", "by email"),
         ):
             r = d[path]
@@ -468,7 +468,7 @@ class Report:
                 r["ratio_to_floor"],
             ])  # fmt: skip
         header = [
-            "write-back", "touched contacts", "CRM calls", "reads by email (search, batch read)",
+            "write-back", "touched contacts", "CRM calls", "reads (searches, batch reads)",
             "batch updates", "ESP calls", "seconds", "CRM calls / 100 touched", "floor calls", "floor s",
             "x floor",
         ]  # fmt: skip

@@ -65,7 +65,7 @@ def extract(run: Run, hook: CrmHook, m) -> dict[str, Any]:
     # nights skipped (scheduler down) are caught up; the overlap covers HubSpot's search index lag
     # (edits just before the interval end can show up minutes later) and costs nothing: merging a
     # contact version twice changes nothing
-    since = min(run.start, high_water(run) or run.start) - SEARCH_INDEX_LAG
+    since = min(run.start, high_water(run.current) or run.start) - SEARCH_INDEX_LAG
     mode, path = full_extract_mode(hook), None
     try:
         if full:
@@ -157,17 +157,13 @@ def _extract_all(hook: CrmHook, properties: list[str], out: Area, mode: str = "a
     return rows, path
 
 
-def high_water(run: Run):
-    """End of the last interval whose sync completed (None before the first one)."""
-    marker = run.current
-    return (
-        datetime.fromisoformat(marker.read_text("high_water.txt"))
-        if marker.exists("high_water.txt")
-        else None
-    )
+def high_water(current: Area) -> datetime | None:
+    """End of the last interval whose sync completed (None before the first one), from the DAG's
+    state area (`Run.current`)."""
+    return datetime.fromisoformat(current.read_text("high_water.txt")) if current.exists("high_water.txt") else None
 
 
 def advance_high_water(run: Run) -> None:
-    current = high_water(run)
+    current = high_water(run.current)
     if current is None or run.end > current:
         run.current.write_text("high_water.txt", run.end.isoformat())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import threading
 import time
 import zipfile
@@ -133,13 +134,35 @@ class CrmHook(VendorHttpHook):
         when a contact is edited while we page (the result set shifts), and a search cannot page
         past 10,000 results anyway; offsets are used only among contacts sharing one timestamp.
         """
+        for _, fresh in self._modified_pages(properties, start, end):
+            if fresh:
+                yield [_flat(r) for r in fresh]
+
+    def ids_modified_since(self, start: datetime, end: datetime, *, max_searches: int) -> dict | None:
+        """email -> the ids of every contact with lastmodifieddate in [start, end): the records a
+        snapshot of `start` may miss (created since, or their email changed). None when that takes
+        more than `max_searches` searches (the first one's `total` tells), so a caller can read by
+        email instead."""
+        found: dict[str, list[str]] = {}
+        pages = self._modified_pages(["email", "lastmodifieddate"], start, end)
+        try:
+            for n, (body, fresh) in enumerate(pages):
+                if n == 0 and math.ceil(int(body.get("total") or 0) / SEARCH_PAGE) > max_searches:
+                    return None
+                for result in fresh:
+                    email = ((result.get("properties") or {}).get("email") or "").strip().lower()
+                    found.setdefault(email, []).append(str(result["id"]))
+        except SearchWindowExceeded:  # a bulk edit: more than a search can page through
+            return None
+        return found
+
+    def _modified_pages(self, properties: list[str], start: datetime, end: datetime) -> Iterator[tuple]:
+        """(search body, its results not returned before) per search: `iter_modified_contacts`."""
         low, seen_at_low, offset = _ms(start), set(), 0
         while True:
             body = self._search(properties, low, _ms(end), offset)
             results = body.get("results", [])
-            fresh = [r for r in results if r["id"] not in seen_at_low]
-            if fresh:
-                yield [_flat(r) for r in fresh]
+            yield body, [r for r in results if r["id"] not in seen_at_low]
             if not (body.get("paging") or {}).get("next"):
                 return
             last = _stamp_ms(results[-1])

@@ -15,19 +15,23 @@ records. The snapshot keeps every CRM record of an email that passed the contact
 (duplicates are deduplicated only for the ESP members, after the snapshot is written), but not a
 record created since the last night, nor one quarantined ever since it was created (about 4 % of
 the sandbox's records: bad birthdays, amounts): the ids of records quarantined in the runs whose
-quarantine files are still kept come from those files. Read by email are the emails neither has
-(new since the last night, unknown to the CRM, no contacts sync yet), an email with a
+quarantine files are still kept come from those files. One search for the contacts modified since
+the snapshot's high-water mark finds the records it cannot have (created since, or their email
+changed), so an email in none of them is unknown to the CRM without a read; HubSpot's search index
+lags by seconds, so such an email is tried once more in the next run. Read by email are the emails
+when that search would cost more than reading them (or no contacts sync ran yet), an email with a
 quarantined row without a usable id, and an email one of whose ids the CRM no longer has
 (deleted or archived since the snapshot): that one is then written by email or reported
-unknown. Left: a second record of a known email created since the last night, or quarantined
-since before the quarantine files' retention, misses the values until they change again after
-the snapshot has it.
+unknown. Left, when that search was skipped: a record created or given a known email since the
+snapshot misses the values, and one whose email changed gets its old email's; and a record
+quarantined since before the quarantine files' retention misses them until it passes the gate.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -148,6 +152,15 @@ def contacts_snapshot_of(dag_id: str) -> Area:
     return state_area(dag_id) / "snapshots" / "contacts"
 
 
+def _owners(ids_by_key: dict[str, set[str]]) -> dict[str, set[str]]:
+    """contact id -> the keys listing it."""
+    owners: dict[str, set[str]] = {}
+    for key, ids in ids_by_key.items():
+        for contact_id in ids:
+            owners.setdefault(contact_id, set()).add(key)
+    return owners
+
+
 def _split(path: str) -> tuple[str, str]:
     folder, _, name = path.rpartition("/")
     return folder, name
@@ -216,8 +229,9 @@ class WriteBackCrmContactsOperator(BaseOperator):
         meta = sync.ack_meta(upserts)
         hook = CrmHook(self.crm_conn_id)
         all_records = m.destination.write_back == "all_records_with_email"
-        known = self._known_ids(upserts, all_records)
-        written, rejected = 0, []
+        was_pending = pending_emails(run.current, self.pending)
+        known, absent = self._known_ids(upserts, all_records, hook)
+        written, rejected = 0, [{"key": key, "reason": UNKNOWN} for key in sorted(absent)]
 
         def record(results: Iterable, again: set[str] | None = None) -> None:
             nonlocal written
@@ -238,11 +252,12 @@ class WriteBackCrmContactsOperator(BaseOperator):
                 for key, doc in zip(upserts[sync.KEY][by_id], sync.payloads(m, upserts[by_id]), strict=True)
             )
             record(hook.update_contacts_by_id(with_ids), again)
-        by_email = ~by_id | upserts[sync.KEY].isin(again).to_numpy()
+        by_email = (~by_id & ~upserts[sync.KEY].isin(absent).to_numpy()) | upserts[sync.KEY].isin(again).to_numpy()
         if by_email.any():
             record(hook.update_contacts(sync.payloads(m, upserts[by_email]), all_records=all_records))
         unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
-        retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN})
+        # unknown by the search alone: once more next run, when a contact created seconds ago is indexed
+        retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN} | (absent - was_pending))
         keep_pending(run.current, retry, self.pending)
         path = (run.area / "load").write_text("rejected.csv", sync.rejected_csv(rejected))
         log.info(
@@ -259,35 +274,61 @@ class WriteBackCrmContactsOperator(BaseOperator):
             "retried_next_run": len(retry),
             "sent_by_id": int(by_id.sum()),  # emails whose ids the contacts snapshot gave
             "ids_gone_since_snapshot": len(again),  # of those, read by email again
+            "unknown_without_read": len(absent),  # neither in the snapshot nor modified since it
             "rejected_file": str(path),
             **hook.stats.as_dict(),
         }
 
-    def _known_ids(self, upserts, all_records: bool) -> dict[str, list[str]]:
-        """key -> the CRM ids to write, for the emails `ids_from_dag`'s snapshot and kept
-        quarantine files have (every record of the email, with `all_records`; without, only
-        emails with one record there: which one HubSpot's read by email would pick among several
-        is the CRM's to say). An id listed under two emails is left out of both, and an email with
-        a quarantined row without a usable id is not known: those are read by email."""
+    def _known_ids(self, upserts, all_records: bool, hook) -> tuple[dict[str, list[str]], set[str]]:
+        """(key -> the CRM ids to write, the keys the CRM does not have) for the touched emails.
+
+        The ids come from `ids_from_dag`'s snapshot and kept quarantine files, then from one
+        search for the contacts modified since that snapshot's high-water mark (created since,
+        or their email changed: a record takes the values of the email it has now, as by email):
+        an email found in none of them is not in the CRM, with no read by email. When that search
+        would take more calls than reading the missing emails by email (after a busy day, or a
+        write-back that touched many contacts since) they are read and the snapshot's ids kept
+        for the others. Every record
+        of the email counts with `all_records`; without, only emails with one record (which one
+        HubSpot's read by email would pick among several is the CRM's to say). An id listed under
+        two emails is left out of both, and an email with a quarantined row without a usable id is
+        not known: those are read by email."""
         if not self.ids_from_dag or upserts.empty:
-            return {}
+            return {}, set()
+        from mailsync.contacts.extract import SEARCH_INDEX_LAG, high_water
         from mailsync.operators import sync
+        from mailsync.staging import state_area
 
         keys = upserts[sync.KEY]
+        since = high_water(state_area(self.ids_from_dag))  # before the snapshot: a commit meanwhile widens the search
         snapshot = contacts_snapshot_of(self.ids_from_dag)
         known = {k: set(ids) for k, ids in snapshot_ids(snapshot, keys).items()}
+        unreadable = set()
         for key, ids in quarantined_ids(self.ids_from_dag, keys).items():
             if ids is None:
                 known.pop(key, None)
+                unreadable.add(key)
             else:
                 known[key] = known.get(key, set()) | ids
-        owners: dict[str, set[str]] = {}
-        for key, ids in known.items():
-            for contact_id in ids:
-                owners.setdefault(contact_id, set()).add(key)
+        outside = set(keys) - set(known) - unreadable
+        absent: set[str] = set()
+        if since is not None:  # worth one search even with every email known: their records may have moved
+            reads = max(1, (2 if all_records else 1) * -(-len(outside) // 100))  # search + batch read per 100
+            end = datetime.now(UTC) + timedelta(hours=1)  # a CRM clock ahead of ours
+            modified = hook.ids_modified_since(since - SEARCH_INDEX_LAG, end, max_searches=reads)
+            if modified is not None:
+                owners = _owners(known)
+                for email, ids in modified.items():
+                    for contact_id in ids:  # the email these records have now
+                        for key in owners.get(contact_id, ()):
+                            known[key].discard(contact_id)
+                    if email in outside or email in known:
+                        known[email] = known.get(email, set()) | set(ids)
+                absent = outside - set(modified)
+        owners = _owners(known)
         ambiguous = {k for keys_of_id in owners.values() if len(keys_of_id) > 1 for k in keys_of_id}
         return {
             k: sorted(ids)
             for k, ids in known.items()
-            if k not in ambiguous and (all_records or len(ids) == 1)
-        }
+            if ids and k not in ambiguous and (all_records or len(ids) == 1)
+        }, absent
