@@ -13,8 +13,8 @@ at 20k contacts: about 700 contacts with events, 7 batches) write the
 touched contacts' desired records once. The same records are written back twice, each with its
 own sync state so that both write every touched contact (the snapshot path first: the other's
 writes would count as modifications since the snapshot): by id from the snapshot and one search
-for the contacts modified since it (`ids_from_dag` = the contacts sync) and by email (the fallback when that DAG has
-no snapshot, the path before it: a search with an IN filter per 100 emails, batch reads by
+for the contacts modified since it (`ids_from_dag` = the contacts sync), and by email (the
+fallback when that DAG has no snapshot: a search with an IN filter per 100 emails, batch reads by
 email for the emails the search misses, then the updates). Measured for each, from the
 sandbox's request log: CRM calls by kind, 429s answered, ESP calls, wall seconds, CRM calls per
 100 touched contacts, beside the floor (one batch update per 100 touched contacts at HubSpot's
@@ -154,7 +154,9 @@ def write_back(sb, context: dict, path: str, latency_ms: int) -> dict:
     crm = [r for r in sb.requests("crm") if r["path"].startswith(CRM_CONTACTS)]
     why = _why_by_email(context, PATHS[path], done) if path == "with_snapshot" else None
     by_kind = {
-        "search (modified since the snapshot; ids by email, IN filter)": sum(r["path"] == f"{CRM_CONTACTS}/search" for r in crm),
+        "search (modified since the snapshot; ids by email, IN filter)": sum(
+            r["path"] == f"{CRM_CONTACTS}/search" for r in crm
+        ),
         "batch read (ids by email)": sum(r["path"] == f"{CRM_CONTACTS}/batch/read" for r in crm),
         "batch update": sum(r["path"] == f"{CRM_CONTACTS}/batch/update" for r in crm),
     }
@@ -209,7 +211,7 @@ def main() -> None:
             night = contacts_night(sb)
             context, workload = engagement_desired(sb, args.days)
             paths = {}
-            for path in ("with_snapshot", "without_snapshot"):  # the other's writes would be modifications since the snapshot
+            for path in ("with_snapshot", "without_snapshot"):  # by email first: modifications since
                 time.sleep(10)  # a fresh 10-s window of HubSpot's burst limit for each path
                 paths[path] = write_back(sb, context, path, args.latency_ms)
     new, old = paths["with_snapshot"], paths["without_snapshot"]

@@ -160,7 +160,9 @@ def _extract_all(hook: CrmHook, properties: list[str], out: Area, mode: str = "a
 def high_water(current: Area) -> datetime | None:
     """End of the last interval whose sync completed (None before the first one), from the DAG's
     state area (`Run.current`)."""
-    return datetime.fromisoformat(current.read_text("high_water.txt")) if current.exists("high_water.txt") else None
+    if not current.exists("high_water.txt"):
+        return None
+    return datetime.fromisoformat(current.read_text("high_water.txt"))
 
 
 def advance_high_water(run: Run) -> None:

@@ -252,7 +252,8 @@ class WriteBackCrmContactsOperator(BaseOperator):
                 for key, doc in zip(upserts[sync.KEY][by_id], sync.payloads(m, upserts[by_id]), strict=True)
             )
             record(hook.update_contacts_by_id(with_ids), again)
-        by_email = (~by_id & ~upserts[sync.KEY].isin(absent).to_numpy()) | upserts[sync.KEY].isin(again).to_numpy()
+        by_email = ~by_id & ~upserts[sync.KEY].isin(absent).to_numpy()
+        by_email |= upserts[sync.KEY].isin(again).to_numpy()
         if by_email.any():
             record(hook.update_contacts(sync.payloads(m, upserts[by_email]), all_records=all_records))
         unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
@@ -300,7 +301,7 @@ class WriteBackCrmContactsOperator(BaseOperator):
         from mailsync.staging import state_area
 
         keys = upserts[sync.KEY]
-        since = high_water(state_area(self.ids_from_dag))  # before the snapshot: a commit meanwhile widens the search
+        since = high_water(state_area(self.ids_from_dag))  # first: a commit meanwhile only widens the search
         snapshot = contacts_snapshot_of(self.ids_from_dag)
         known = {k: set(ids) for k, ids in snapshot_ids(snapshot, keys).items()}
         unreadable = set()

@@ -35,7 +35,8 @@ SNAPSHOT = Path(CONTACTS_DAG, "current", "snapshots", "contacts")
 QUARANTINE = Path(CONTACTS_DAG, "runs")  # the night's quarantine file is kept there
 HIGH_WATER = Path(CONTACTS_DAG, "current", "high_water.txt")
 BAD_BIRTHDAY = "31/31/1990"
-SEARCH, BATCH_READ, UPDATE = (f"/crm/v3/objects/contacts/{p}" for p in ("search", "batch/read", "batch/update"))
+CONTACTS = "/crm/v3/objects/contacts"
+SEARCH, BATCH_READ, UPDATE = (f"{CONTACTS}/{p}" for p in ("search", "batch/read", "batch/update"))
 
 
 def _key(email: str | None) -> str:
