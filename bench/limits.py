@@ -50,13 +50,13 @@ HUBSPOT_BURST = Limit(
 )  # fmt: skip
 HUBSPOT_DAILY = Limit(
     "HubSpot daily (Professional)", 650_000, "calls per day", HUBSPOT_CHANGELOG,
-    "not enforced: the sandbox counts calls and sends X-HubSpot-RateLimit-Daily(-Remaining) headers "
-    "(with 250,000) but never answers 429 for it; the floor includes it",
+    "sandbox crm rate_limit vendor daily (650,000 calls, reset at midnight UTC, 429 policyName DAILY; "
+    "CrmHook fails at once instead of retrying)",
 )  # fmt: skip
 HUBSPOT_SEARCH_RATE = Limit(
     "HubSpot CRM search", 5, "requests per s", HUBSPOT_SEARCH,
-    "not enforced by the sandbox (it has one rate_limit switch per system, taken by the burst limit); "
-    "CrmHook paces its own searches to 5/s",
+    "sandbox crm rate_limit vendor search_per_s (5 per rolling second on */search, 429 policyName "
+    "SECONDLY); CrmHook paces its own searches to 5/s",
 )  # fmt: skip
 MAILCHIMP_CONCURRENCY = Limit(
     "Mailchimp simultaneous connections per API key", 10, "connections", MAILCHIMP_FUNDAMENTALS,
@@ -103,7 +103,13 @@ def faults(latency_ms: int = LATENCY_MS, *, limits: bool = True) -> dict[str, di
     """The sandbox switches of every vendor: the latency, and (``limits``) the vendors' limiters."""
     out: dict[str, dict] = {system: {"latency_ms": latency_ms} for system in ("esp", "crm", "shop")}
     if limits:
-        out["crm"]["rate_limit"] = {"vendor": True, "max": int(HUBSPOT_BURST.value), "interval_ms": 10_000}
+        out["crm"]["rate_limit"] = {
+            "vendor": True,
+            "max": int(HUBSPOT_BURST.value),
+            "interval_ms": 10_000,
+            "daily": int(HUBSPOT_DAILY.value),
+            "search_per_s": int(HUBSPOT_SEARCH_RATE.value),
+        }
         out["esp"]["rate_limit"] = {"vendor": True, "max_concurrent": int(MAILCHIMP_CONCURRENCY.value)}
         out["shop"]["rate_limit"] = {"vendor": True, "bucket": int(SHOPIFY_BUCKET.value), "leak_per_s": 2}
     return out

@@ -497,7 +497,9 @@ class HubSpot(Vendor):
         return error(401, AUTH_MESSAGE, "INVALID_AUTHENTICATION")
 
     def too_many_requests(self, retry_after: str, *, vendor_limit: bool) -> Reply:
-        policy = "TEN_SECONDLY_ROLLING" if vendor_limit else "SECONDLY"
+        return self._rate_limited(retry_after, "TEN_SECONDLY_ROLLING" if vendor_limit else "SECONDLY")
+
+    def _rate_limited(self, retry_after: str, policy: str) -> Reply:
         body = {
             "status": "error",
             "message": f"You have reached your {policy.lower()} limit.",
@@ -527,7 +529,8 @@ class HubSpot(Vendor):
         if path.startswith(EXPORTS_PREFIX):  # a file download, not an API call: no limit, no headers
             return {}, None
         cfg = state.faults.vendor_limit(self.system, method, path)
-        headers, wait = state.faults.hubspot.hit(cfg)
-        if wait is not None:
-            return headers, self.too_many_requests(str(max(1, math.ceil(wait))), vendor_limit=True)
+        headers, refused = state.faults.hubspot.hit(cfg, search=path.endswith("/search"))
+        if refused is not None:
+            policy, wait = refused
+            return headers, self._rate_limited(str(max(1, math.ceil(wait))), policy)
         return headers, None

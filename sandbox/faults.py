@@ -11,7 +11,8 @@ which calls it matches):
 - ``rate_limit``: ``{"every": k}`` (every k-th matching call gets 429), ``{"next": n}`` (the next n
   matching calls get 429), with ``retry_after`` seconds (fractions allowed); or ``{"vendor": true}``
   for the vendor's real limiter (ESP ``max_concurrent`` 10 per key; CRM ``max`` 190 per
-  ``interval_ms`` 10000; SHOP leaky ``bucket`` 40 leaking ``leak_per_s`` 2).
+  ``interval_ms`` 10000, ``daily`` 650000, ``search_per_s`` 5; SHOP leaky ``bucket`` 40 leaking
+  ``leak_per_s`` 2).
 - ``status_burst``: ``3`` or ``{"count": 3, "status": 503}``: the next calls get a 5xx with the
   vendor's error body; nothing is written.
 - ``slow``: ``{"count": 1, "seconds": 3}``: the write IS applied, then the answer is delayed (a
@@ -39,6 +40,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 
 SYSTEMS = ("esp", "crm", "shop")
@@ -54,6 +56,8 @@ _ALLOWED = {
         "max_concurrent",
         "max",
         "interval_ms",
+        "daily",
+        "search_per_s",
         "bucket",
         "leak_per_s",
     },
@@ -197,32 +201,51 @@ class Decision:
 
 
 class HubSpotWindow:
-    """HubSpot's rolling limit (190 calls per 10 s per app) and daily counter; always counted."""
+    """HubSpot's limits per app, always counted: the rolling burst (``max`` 190 calls per
+    ``interval_ms`` 10 s), the daily limit (``daily`` 650,000, reset at midnight: UTC here, the
+    account's time zone at HubSpot) and the search endpoints' own ``search_per_s`` (5 per second,
+    counted in the burst too). Enforced only with the vendor switch on."""
 
     def __init__(self) -> None:
         self.calls: deque[float] = deque()
+        self.searches: deque[float] = deque()
         self.daily = 0
+        self.day = datetime.now(UTC).date()
 
-    def hit(self, cfg: dict | None) -> tuple[dict[str, str], float | None]:
+    def hit(self, cfg: dict | None, *, search: bool = False) -> tuple[dict[str, str], tuple | None]:
+        """(rate headers, None or the refusal: HubSpot's policy name and the seconds to wait)."""
         limit = int((cfg or {}).get("max", 190))
         interval = int((cfg or {}).get("interval_ms", 10_000))
-        now = time.monotonic()
+        daily = int((cfg or {}).get("daily", 650_000))
+        per_second = int((cfg or {}).get("search_per_s", 5))
+        now, wall = time.monotonic(), datetime.now(UTC)
+        if wall.date() != self.day:
+            self.day, self.daily = wall.date(), 0
         while self.calls and now - self.calls[0] >= interval / 1000:
             self.calls.popleft()
-        wait = None
-        if cfg is not None and len(self.calls) >= limit:
-            wait = max(0.001, interval / 1000 - (now - self.calls[0]))
+        while self.searches and now - self.searches[0] >= 1.0:
+            self.searches.popleft()
+        refused = None
+        if cfg is not None and self.daily >= daily:
+            midnight = datetime.combine(wall.date() + timedelta(days=1), datetime.min.time(), UTC)
+            refused = ("DAILY", (midnight - wall).total_seconds())
+        elif cfg is not None and len(self.calls) >= limit:
+            refused = ("TEN_SECONDLY_ROLLING", max(0.001, interval / 1000 - (now - self.calls[0])))
+        elif cfg is not None and search and len(self.searches) >= per_second:
+            refused = ("SECONDLY", max(0.001, 1.0 - (now - self.searches[0])))
         else:
             self.calls.append(now)
             self.daily += 1
+            if search:
+                self.searches.append(now)
         headers = {
-            "X-HubSpot-RateLimit-Daily": "250000",
-            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, 250_000 - self.daily)),
+            "X-HubSpot-RateLimit-Daily": str(daily),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, daily - self.daily)),
             "X-HubSpot-RateLimit-Interval-Milliseconds": str(interval),
             "X-HubSpot-RateLimit-Max": str(limit),
             "X-HubSpot-RateLimit-Remaining": str(max(0, limit - len(self.calls))),
         }
-        return headers, wait
+        return headers, refused
 
 
 class ShopBucket:

@@ -179,8 +179,10 @@ class VendorHttpHook(HttpHook):
         def attempt() -> requests.Response:
             response = session.request(method, url, params=params, json=json, timeout=(10, timeout))
             self.stats.add(calls=1, writes=1 if write else 0)
-            if response.status_code not in ok and response.status_code not in RETRYABLE_STATUS:
-                raise self._error(method, endpoint, response)  # 4xx: never retried
+            if response.status_code not in ok and (
+                response.status_code not in RETRYABLE_STATUS or self._quota_exhausted(response)
+            ):
+                raise self._error(method, endpoint, response)  # 4xx, a used-up quota: never retried
             return response
 
         return self._retrying(method, endpoint, ok)(attempt)
@@ -221,9 +223,14 @@ class VendorHttpHook(HttpHook):
             retry_error_callback=give_up,
         )
 
+    def _quota_exhausted(self, response: requests.Response) -> bool:
+        """A 429 that waiting minutes will not lift (a daily quota); vendors that have one say so."""
+        return False
+
     def _error(self, method: str, endpoint: str, response: requests.Response) -> VendorError:
         status = response.status_code
         hint = {
+            429: "a quota that lasts until it resets (a daily limit): rerun the task after that",
             401: f"check the credentials of connection {self.http_conn_id!r}",
             403: f"the credentials of connection {self.http_conn_id!r} lack a permission",
             404: "the resource does not exist (check ids in the connection's extra)",

@@ -82,6 +82,17 @@ class CrmHook(VendorHttpHook):
             time.sleep(wait_s)
         return self.call("POST", "crm/v3/objects/contacts/search", json=body).json()
 
+    def _quota_exhausted(self, response) -> bool:
+        """HubSpot's daily limit (policyName DAILY) lasts until midnight in the account's time
+        zone: retrying within the task's budget only spends it."""
+        if response.status_code != 429:
+            return False
+        try:
+            body = response.json()
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("policyName") == "DAILY"
+
     def _auth(self, connection) -> BearerAuth:
         if not connection.password:
             raise VendorError(f"connection {self.http_conn_id!r} has no token (password field)")

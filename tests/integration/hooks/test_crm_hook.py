@@ -107,6 +107,27 @@ def test_missing_or_wrong_token_is_a_clear_error(vendors, connections):
     assert CrmHook().test_connection()[0]
 
 
+def test_a_used_up_daily_limit_fails_at_once_with_what_to_do(vendors):
+    """Retrying HubSpot's daily limit within the task's retry budget cannot help: it lasts
+    until midnight. The call fails on the first 429, saying so."""
+    vendors.set_faults("crm", rate_limit={"vendor": True, "daily": 2})
+    hook = CrmHook()
+    with pytest.raises(VendorError, match=r"daily limit.*rerun the task after"):
+        list(hook.iter_contacts(["email"]))
+    assert hook.stats.retries == 0 and hook.stats.calls == 3
+
+
+def test_searches_stay_within_the_search_limit(vendors):
+    """CrmHook paces its searches to HubSpot's 5 per second: at the sandbox's enforced limit a
+    run of searches gets no 429."""
+    vendors.set_faults("crm", rate_limit={"vendor": True, "search_per_s": 5})
+    hook = CrmHook()
+    for _ in range(12):
+        hook.count_contacts()
+    assert hook.stats.retries == 0
+    assert not [r for r in vendors.requests("crm") if r["status"] == 429]
+
+
 def test_rate_limit_is_honoured(vendors):
     vendors.set_faults("crm", rate_limit={"next": 3, "retry_after": 0.1})
     hook = CrmHook()

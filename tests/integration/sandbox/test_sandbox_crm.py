@@ -227,6 +227,34 @@ def test_vendor_rate_limiter(fresh_sandbox, crm):
     assert responses[5].headers["Retry-After"] == "1"
 
 
+def test_search_has_a_per_second_limit_of_its_own(fresh_sandbox, crm):
+    """HubSpot: 5 search requests per second per token, apart from the burst limit; the list API
+    next to it is not held up."""
+    fresh_sandbox.set_faults("crm", rate_limit={"vendor": True, "search_per_s": 5})
+    searches = [crm.post(f"{CONTACTS}/search", json={"limit": 1}) for _ in range(6)]
+    assert [r.status_code for r in searches] == [200] * 5 + [429]
+    body = searches[5].json()
+    assert (body["errorType"], body["policyName"]) == ("RATE_LIMIT", "SECONDLY")
+    assert body["message"] == "You have reached your secondly limit."
+    assert searches[5].headers["Retry-After"] == "1"
+    assert crm.get(CONTACTS, params={"limit": 1}).status_code == 200
+
+
+def test_daily_limit_refuses_until_midnight(fresh_sandbox, crm):
+    from datetime import UTC, datetime, timedelta
+
+    fresh_sandbox.set_faults("crm", rate_limit={"vendor": True, "daily": 3})
+    responses = [crm.get(CONTACTS, params={"limit": 1}) for _ in range(4)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429]
+    assert [r.headers["X-HubSpot-RateLimit-Daily-Remaining"] for r in responses] == ["2", "1", "0", "0"]
+    assert responses[0].headers["X-HubSpot-RateLimit-Daily"] == "3"
+    body = responses[3].json()
+    assert (body["policyName"], body["message"]) == ("DAILY", "You have reached your daily limit.")
+    now = datetime.now(UTC)
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), UTC)
+    assert abs(int(responses[3].headers["Retry-After"]) - (midnight - now).total_seconds()) < 5
+
+
 def test_properties_endpoint(crm):
     results = crm.get("/crm/v3/properties/contacts").json()["results"]
     names = {p["name"]: p for p in results}
