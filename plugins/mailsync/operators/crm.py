@@ -289,11 +289,10 @@ class WriteBackCrmContactsOperator(BaseOperator):
         an email found in none of them is not in the CRM, with no read by email. When that search
         would take more calls than reading the missing emails by email (after a busy day, or a
         write-back that touched many contacts since) they are read and the snapshot's ids kept
-        for the others. Every record
-        of the email counts with `all_records`; without, only emails with one record (which one
-        HubSpot's read by email would pick among several is the CRM's to say). An id listed under
-        two emails is left out of both, and an email with a quarantined row without a usable id is
-        not known: those are read by email."""
+        for the others. Every record of the email counts with `all_records`; without, only emails
+        with one record (which one HubSpot's read by email would pick among several is the CRM's
+        to say). An id listed under two emails is left out of both, and an email with a
+        quarantined row without a usable id is not known: those are read by email."""
         if not self.ids_from_dag or upserts.empty:
             return {}, set()
         from mailsync.contacts.extract import SEARCH_INDEX_LAG, high_water
