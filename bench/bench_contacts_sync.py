@@ -46,6 +46,7 @@ def run_night(airflow, sb, logical_date: str, conf: dict) -> dict:
         "run_id": run_id,
         "wall_s": round(wall, 1),
         "task_seconds_by_task": task_seconds(airflow, run_id),
+        "airflow_time": airflow_time(airflow, run_id),
         "crm_calls": calls(sb, "crm"),
         "esp_calls": calls(sb, "esp"),
         "esp_write_calls": calls(sb, "esp", writes=True),
@@ -64,6 +65,41 @@ def task_seconds(airflow, run_id: str) -> dict[str, float]:
     for t in airflow.api("GET", path)["task_instances"]:
         per_task[t["task_id"]] = round(per_task.get(t["task_id"], 0) + (t.get("duration") or 0), 2)
     return per_task
+
+
+def airflow_time(airflow, run_id: str) -> dict[str, float]:
+    """Where a run's wall time went besides the tasks' own work, from its task instances: seconds
+    from the first task's queueing to the last task's end (`span_s`), of which no task was
+    running (`no_task_running_s`: the scheduler choosing, the executor starting the next task's
+    process), and the seconds each task spent between queued and running, summed
+    (`queued_to_running_s`)."""
+    from datetime import datetime
+
+    path = f"dags/{DAG}/dagRuns/{run_id.replace('+', '%2B')}/taskInstances"
+    spans, waits = [], 0.0
+    for t in airflow.api("GET", path)["task_instances"]:
+        moments = [t.get(k) for k in ("queued_when", "start_date", "end_date")]
+        if not all(moments):
+            continue
+        queued, start, end = (datetime.fromisoformat(m.replace("Z", "+00:00")) for m in moments)
+        spans.append((queued, start, end))
+        waits += max(0.0, (start - queued).total_seconds())
+    if not spans:
+        return {}
+    first, last = min(q for q, _, _ in spans), max(e for _, _, e in spans)
+    running, covered, reach = sorted((s, e) for _, s, e in spans), 0.0, first
+    for start, end in running:  # the union of the tasks' running intervals
+        start = max(start, reach)
+        if end > start:
+            covered += (end - start).total_seconds()
+            reach = end
+    span = (last - first).total_seconds()
+    return {
+        "span_s": round(span, 2),
+        "no_task_running_s": round(span - covered, 2),
+        "queued_to_running_s": round(waits, 2),
+        "task_instances": len(spans),
+    }
 
 
 def peak_rss_by_task(airflow, run_ids: list[str], memory: PeakMemory) -> dict[str, float]:

@@ -390,15 +390,15 @@ class Report:
         for size, d in sorted(runs.items()):
             for kind in ("full_sync", "one_percent_night"):
                 r = d[kind]
-                floor = r.get("floor", {})
+                floor, idle = r.get("floor", {}), r.get("airflow_time", {}).get("no_task_running_s", "–")
                 rows.append([
-                    f"{size:,}", kind.replace("_", " "), r["wall_s"], r["crm_calls"], r["esp_calls"],
+                    f"{size:,}", kind.replace("_", " "), r["wall_s"], idle, r["crm_calls"], r["esp_calls"],
                     floor.get("seconds"), r.get("ratio_to_floor"), r.get("ratio_to_floor_list_api"),
                     d.get("peak_rss_mib_per_task_process"), f"{setting(d)}, {d['machine']['date']}",
                 ])  # fmt: skip
         lines += table(
-            ["contacts", "night", "seconds", "CRM calls", "ESP calls", "floor s", "x floor",
-             "x floor (list API)", "peak MiB/task", "settings"],
+            ["contacts", "night", "seconds", "of which no task running s", "CRM calls", "ESP calls",
+             "floor s", "x floor", "x floor (list API)", "peak MiB/task", "settings"],
             rows,
         )  # fmt: skip
         stages = {size: d["full_sync"].get("task_seconds_by_task") for size, d in runs.items()}

@@ -32,6 +32,7 @@ def _contacts(size: int, full_s: float, night_s: float, night_writes: int) -> di
             "esp_write_calls": size // 500, "created": size, "updated": 0, "floor": full_floor,
             "ratio_to_floor": limits.ratio(full_s, full_floor["seconds"]),
             "task_seconds_by_task": {"extract_contacts": full_s / 2, "load": full_s / 4},
+            "airflow_time": {"span_s": full_s - 1, "no_task_running_s": full_s / 8},
         },
         "one_percent_night": {
             "wall_s": night_s, "crm_calls": 3, "esp_calls": night_writes, "esp_write_calls": night_writes,
@@ -120,7 +121,7 @@ def test_report_has_tables_floors_and_what_falls_short(tmp_path):
     assert HUBSPOT_SOURCE in text
     contacts_table = text.split("## Contacts sync", 1)[1]
     full_floor = limits.floor_full_sync(20_000)["seconds"]
-    assert f"| 20,000 | full sync | 60.00 | 200 | 40 | {full_floor:.2f} |" in contacts_table
+    assert f"| 20,000 | full sync | 60.00 | 7.50 | 200 | 40 | {full_floor:.2f} |" in contacts_table
     assert "| extract_contacts | 30.00 |" in contacts_table
     baseline = text.split("## Against the official SDKs", 1)[1]
     assert "| SDK one at a time, no diff | 2,400 | 20,000 | 200 | 120 | 20,000 |" in baseline
