@@ -68,6 +68,14 @@ def plain_booleans(s: pd.Series, true_values: tuple[str, ...], false_values: tup
     return out
 
 
+def plain_numbers(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(plain_as_text(s).str.strip(), errors="coerce").astype("Float64")
+
+
+def plain_strftime(s: pd.Series, fmt: str) -> pd.Series:
+    return s.dt.strftime(fmt).astype(types.STRING)
+
+
 def plain_has_controls(s: pd.Series, *, multiline: bool) -> pd.Series:
     pattern = engine._CONTROLS if multiline else ANY_CONTROL
     hit = pc.match_substring_regex(pa.array(s, type=pa.large_string(), from_pandas=True), pattern)
@@ -102,6 +110,19 @@ STAMPS = st.builds(
     PARTS,
     st.tuples(st.integers(0, 24), st.integers(0, 60), st.integers(0, 60)),
     st.sampled_from(["", ".000", ".123", ".5"]),
+)
+
+
+NUMBERS = st.one_of(  # plain decimals up to and past 15 digits, signs, zeros, exponents, garbage
+    st.from_regex(r"\A ?-?[0-9]{1,17}(\.[0-9]{0,4})? ?\Z"),
+    st.sampled_from(
+        ["-0", "0", "-0.0", ".5", "5.", "1e3", "+4", "inf", "nan", "1_0", "x", "18446744073709551616"]
+    ),
+    st.text(alphabet="0123456789.-e ", max_size=8),
+)
+INSTANTS = st.one_of(  # microseconds since 1970, years 1000 to 9999, and the epoch's neighbours
+    st.integers(-30_610_224_000_000_000, 253_402_300_799_999_999),
+    st.sampled_from([-1, 0, 1, 86_399_999_999, 951_782_400_000_000]),
 )
 
 
@@ -157,3 +178,23 @@ def test_booleans_equal_the_plain_lookup(values):
     s = column(values)
     yes, no = ("true", "yes", "ja", "1"), ("false", "no", "nein", "0")
     same(types.booleans(s, yes, no), plain_booleans(s, yes, no))
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), NUMBERS), max_size=30))
+def test_decimals_equal_pandas_to_numeric_bit_for_bit(values):
+    s = column(values)
+    fast, plain = types.numbers(s, integer=False), plain_numbers(s)
+    same(fast, plain)
+    bits = [v.to_numpy(dtype="float64", na_value=0.0).view("uint64").tolist() for v in (fast, plain)]
+    assert bits[0] == bits[1]  # -0.0 is not 0.0 here
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), INSTANTS), max_size=30))
+def test_date_formatting_equals_pandas_strftime(values):
+    s = pd.Series(
+        [pd.NaT if v is None else pd.Timestamp(v, unit="us") for v in values], dtype="datetime64[us]"
+    )
+    for fmt in ("%m/%d", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%d.%m.%Y %H:%M"):
+        same(engine._strftime(s, fmt), plain_strftime(s, fmt))

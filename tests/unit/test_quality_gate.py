@@ -132,3 +132,54 @@ def test_empty_incremental_extract_passes_when_the_mapping_allows_it(area):
     gate.validate(contacts(email=[]), row_offset=0)
     summary = gate.finish()
     assert summary.passed and summary.rows_in == 0
+
+
+def _run(m, raw, area, chunk: int):
+    gate = QualityGate(m, "contacts", area)
+    goods = [gate.validate(raw.iloc[i : i + chunk], row_offset=i) for i in range(0, len(raw), chunk)]
+    summary = gate.finish()
+    checks = [(c.name, c.column, c.success, c.unexpected, c.examples) for c in summary.checks]
+    return pd.concat(goods, ignore_index=True), read_quarantine(summary), checks
+
+
+def test_gx_batches_give_the_same_quarantine_as_one_call(area, monkeypatch):
+    """GX validates the rules' outcomes over several chunks at once (issue 22); how many rows go
+    to each GX call changes nothing the gate decides."""
+    import mailsync.quality.gate as gate_module
+
+    m = load_mapping("crm_to_esp_contacts")
+    raw = contacts(
+        email=[f"p{i}@x.de" if i % 23 else "bad@" for i in range(100)],
+        lifetime_value=["-1" if i % 37 == 0 else "5" for i in range(100)],
+    )
+    once = _run(m, raw, area, chunk=30)
+    monkeypatch.setattr(gate_module, "GX_BATCH_ROWS", 25)  # a GX call after each chunk
+    batched = _run(m, raw, area, chunk=30)
+    pd.testing.assert_frame_equal(once[0], batched[0])
+    assert once[1:] == batched[1:]
+    assert [r["reason"] for r in once[1]][:2] == [
+        "invalid_email (email); negative_amount (lifetime_value)",
+        "invalid_email (email)",
+    ]
+
+
+def test_a_rule_gx_disagrees_with_fails_the_run(area, monkeypatch):
+    """GX's unexpected rows of every rule must be the rows quarantined for it; where they are not
+    (here GX is handed an expectation that inverts the first rule), the check and the run fail."""
+    import great_expectations.expectations as gxe
+
+    m = load_mapping("crm_to_esp_contacts")
+    gate = QualityGate(m, "contacts", area)
+    suite = gate._row_suite()
+    first = suite.expectations[0]
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeInSet(column=first.column, value_set=[False], meta=dict(first.meta))
+    )
+    suite.delete_expectation(first)
+    gate.validate(contacts(email=[*(f"p{i}@x.de" for i in range(20)), "bad@"]), row_offset=0)
+    with pytest.raises(QualityGateFailed) as err:
+        gate.finish()
+    assert gate.summary.failures == [
+        "missing_email (email): GX found 21 unexpected rows, the rule quarantined 0"
+    ]
+    assert "GX found 21" in str(err.value)

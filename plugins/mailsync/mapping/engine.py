@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import math
 import re
 import struct
@@ -265,8 +266,8 @@ def key_hash(keys: pd.Series) -> np.ndarray:
 
 def _bytes(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, memoryview]:
     """(offsets, UTF-8 bytes) of a large_string array: value i is bytes[offsets[i]:offsets[i + 1]]."""
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
+    if isinstance(text, pa.ChunkedArray):  # combine_chunks copies even a single chunk
+        text = text.chunk(0) if text.num_chunks == 1 else text.combine_chunks()
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + len(text) + 1]
     return offsets, memoryview(text.buffers()[2] or b"")
 
@@ -295,9 +296,13 @@ def deduplicate(
     keys = prepared[KEY].take(order)
     first = (~keys.duplicated(keep="first") | keys.isna()).to_numpy()
     rows = prepared[ROW].to_numpy()
+    increasing = bool((rows[1:] > rows[:-1]).all())  # as `prepare` numbers them: no sort by row needed
 
     def by_row(positions: np.ndarray) -> pd.DataFrame:
-        positions = positions[np.argsort(rows[positions], kind="stable")]
+        if increasing:
+            positions = np.sort(positions)
+        else:
+            positions = positions[np.argsort(rows[positions], kind="stable")]
         return prepared.take(positions).reset_index(drop=True)
 
     return by_row(order[first]), by_row(order[~first])
@@ -371,26 +376,26 @@ def _strftime(s: pd.Series, fmt: str) -> pd.Series:
         return s.dt.strftime(fmt).astype(t.STRING)
     values = s.to_numpy(dtype="datetime64[us]")
     missing = np.isnat(values)
-    days = values.astype("datetime64[D]")
-    years = days.astype("datetime64[Y]").astype(np.int64) + 1970
+    micros = np.where(missing, 0, values.view(np.int64))
+    days, in_day = np.divmod(micros, 86_400_000_000)
+    in_day //= 1_000_000
+    years, months, mdays = t.civil_from_days(days)
     if len(values) and not ((years[~missing] >= 1000) & (years[~missing] <= 9999)).all():
         return s.dt.strftime(fmt).astype(t.STRING)
-    in_day = (values - days).astype(np.int64) // 1_000_000
-
-    def part(item: str) -> np.ndarray:
-        if item == "Y":
-            return years
-        if item == "m":
-            return days.astype("datetime64[M]").astype(np.int64) % 12 + 1
-        if item == "d":
-            return (days - days.astype("datetime64[M]")).astype(np.int64) + 1
-        return {"H": in_day // 3600, "M": in_day // 60 % 60, "S": in_day % 60}[item]
+    parts = {
+        "Y": years,
+        "m": months,
+        "d": mdays,
+        "H": in_day // 3600,
+        "M": in_day // 60 % 60,
+        "S": in_day % 60,
+    }
 
     length = layout[-1][1]
     text = np.empty((len(values), length), dtype=np.uint8)
     for item, pos in layout[:-1]:
         if item in _WIDTH:
-            number = np.where(missing, 0, part(item))
+            number = np.where(missing, 0, parts[item])
             if item == "Y":
                 text[:, pos : pos + 2] = _PAIRS[number // 100]
                 text[:, pos + 2 : pos + 4] = _PAIRS[number % 100]
@@ -524,21 +529,46 @@ def fingerprint(records: pd.DataFrame, fields: list[str]) -> pd.Series:
     if not len(records):
         return pd.Series([], dtype=t.STRING, index=records.index)
     names = sorted(fields)
-    missing = pa.scalar("~", pa.large_string())
-    tokens = [pc.fill_null(_value_tokens(records[name]).cast(pa.large_string()), missing) for name in names]
-    header = pa.scalar("\x1e".join(names), pa.large_string())
-    text = pc.binary_join_element_wise(header, *tokens, pa.scalar("\x1f", pa.large_string()))
-    if isinstance(text, pa.Scalar):  # no fields: every record is the same
-        text = pa.array([text.as_py()] * len(records), pa.large_string())
-    offsets, data = _bytes(text)
-    blake2b = hashlib.blake2b
-    digests = b"".join(
-        [
-            blake2b(data[a:b], digest_size=8).digest()
-            for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-        ]
-    )
+    # The names are the same for every record: hashed once, each record's hash goes on from a
+    # copy of that state with the rest of its text (blake2b of a text in two parts is the hash
+    # of the whole).
+    head = hashlib.blake2b("\x1e".join(names).encode(), digest_size=8)
+    parts = [part for name in names for part in (_FIELD_SEPARATOR, *_token_parts(records[name]))]
+    if not parts:  # no fields: every record is the same
+        digests = head.digest() * len(records)
+    else:
+        text = pc.binary_join_element_wise(
+            *parts, pa.scalar("", pa.large_string()), null_handling="replace", null_replacement=""
+        )
+        offsets, data = _bytes(text)
+        ends, prints = offsets.tolist(), []
+        for a, b in itertools.pairwise(ends):
+            h = head.copy()
+            h.update(data[a:b])
+            prints.append(h.digest())
+        digests = b"".join(prints)
     return _hex_texts(np.frombuffer(digests, dtype=np.uint8).reshape(-1, 8), records.index, PRINT_PREFIX)
+
+
+_FIELD_SEPARATOR = pa.scalar("\x1f", pa.large_string())
+_MISSING = pa.scalar("~", pa.large_string())
+
+
+def _token_parts(s: pd.Series) -> list[pa.Array]:
+    """The tokens of a column as parts to concatenate (missing: "~"): a text column as its
+    "s<length>:" prefixes and its texts (a missing text, after its "~", joins as ""), so the
+    texts are copied once, into the record's text."""
+    if not isinstance(s.dtype, pd.StringDtype):
+        return [pc.fill_null(_value_tokens(s).cast(pa.large_string()), _MISSING)]
+    text = t.arrow_text(s)
+    lengths = pc.fill_null(pc.binary_length(text), -1).to_numpy()
+    longest = int(lengths.max(initial=-1))
+    if longest > 10_000:  # a table of every length would be large: joined
+        prefix = pc.fill_null(_join("s", pc.binary_length(text), ":"), _MISSING)
+    else:  # looked up by length: ["~", "s0:", "s1:", ...]
+        prefix = pa.array(["~", *(f"s{n}:" for n in range(longest + 1))], pa.large_string())
+        prefix = prefix.take(pa.array(lengths + 1))
+    return [prefix, text]
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)

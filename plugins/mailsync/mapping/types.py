@@ -34,8 +34,9 @@ _NULL_TEXT = pa.scalar(None, pa.large_string())
 def arrow_text(s: pd.Series) -> pa.Array:
     """The column as one large_string Arrow array (no copy for an Arrow-backed string column)."""
     if s.dtype == STRING and isinstance(s.array, pd.arrays.ArrowStringArray):
-        chunked = s.array._pa_array
-        arr = chunked.combine_chunks() if isinstance(chunked, pa.ChunkedArray) else chunked
+        arr = s.array._pa_array
+        if isinstance(arr, pa.ChunkedArray):  # combine_chunks copies even a single chunk
+            arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
         return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
     return pa.array(s, type=pa.large_string(), from_pandas=True)
 
@@ -45,8 +46,12 @@ def text_series(arr: pa.Array, index: pd.Index) -> pd.Series:
 
 
 def blank_to_null(arr: pa.Array, *, only_empty: bool = False) -> pa.Array:
-    """Null where the value is blank (only whitespace), or with `only_empty` where it is ""."""
-    empty = pc.equal(arr if only_empty else pc.utf8_trim_whitespace(arr), "")
+    """Null where the value is blank (only whitespace), or with `only_empty` where it is "".
+    Blank is `utf8_is_space` (every character whitespace, at least one) or empty: the same as
+    `utf8_trim_whitespace(arr) == ""` (checked for every code point), without making the copy."""
+    empty = pc.equal(arr, "")
+    if not only_empty:
+        empty = pc.or_(empty, pc.utf8_is_space(arr))
     if not pc.any(empty).as_py():
         return arr
     return pc.if_else(empty, _NULL_TEXT, arr)
@@ -187,6 +192,20 @@ def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
     return era * 146097 + doe - 719468
 
 
+def civil_from_days(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(year, month, day) of days since 1970-01-01, proleptic Gregorian (H. Hinnant's algorithm,
+    the inverse of `_days_from_civil`): integer arithmetic, no datetime64 conversions."""
+    z = z + 719468
+    era = np.floor_divide(z, 146097)
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + np.where(mp < 10, 3, -9)
+    return yoe + era * 400 + (month <= 2), month, day
+
+
 def _fast_dates(arr: pa.Array, rows: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray]:
     """(positions, microseconds since the epoch) of the `rows` that have `fmt`'s exact shape and a
     valid value; the other rows are left to pandas."""
@@ -286,11 +305,47 @@ def dates(s: pd.Series, formats: tuple[str, ...], *, utc: bool) -> pd.Series:
     return out.dt.normalize()
 
 
+# Plain decimals ("101.01", "7") of at most 15 digits are parsed by Arrow: such a value is an
+# integer of under 2**53 over a power of ten, which every correctly rounding parser turns into
+# the same float, whether pandas reads it as an integer or as a float. pandas parses the rest.
+_PLAIN_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
+_DECIMAL_DIGITS = 15
+
+
+def _decimals(text: pd.Series) -> pd.Series:
+    """`pd.to_numeric(text, errors="coerce")` as Float64, for text already trimmed."""
+    arr = arrow_text(text)
+    plain = pc.fill_null(pc.match_substring_regex(arr, _PLAIN_DECIMAL), False).to_numpy(zero_copy_only=False)
+    dotted = pc.fill_null(pc.match_substring(arr, "."), False).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.binary_length(arr), 0).to_numpy()
+    plain &= lengths - dotted <= _DECIMAL_DIGITS
+    values = np.zeros(len(arr), dtype="float64")
+    missing = ~plain
+    if plain.any():
+        values[plain] = pc.cast(arr.filter(pa.array(plain)), pa.float64()).to_numpy()
+    rest = missing & pc.is_valid(arr).to_numpy(zero_copy_only=False)
+    if rest.any():
+        # pandas reads a column as integers unless one value is a float: with a plain decimal
+        # holding a point among the column's values, the rest are read as floats too ("-0" is
+        # -0.0 among floats, 0 among integers), so a float goes with them.
+        others = text[rest]
+        if (plain & dotted).any():
+            others = pd.concat([others, pd.Series(["0.5"], dtype=text.dtype)], ignore_index=True)
+        parsed = pd.to_numeric(others, errors="coerce").astype("Float64")[: int(rest.sum())]
+        values[rest] = parsed.to_numpy(dtype="float64", na_value=np.nan)
+        missing[rest] = parsed.isna().to_numpy()
+    return pd.Series(pd.arrays.FloatingArray(values, missing), index=text.index)
+
+
 def numbers(s: pd.Series, *, integer: bool) -> pd.Series:
     if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
         values = s.astype("Float64")
     else:
-        values = pd.to_numeric(as_text(s).str.strip(), errors="coerce").astype("Float64")
+        text = as_text(s).str.strip()
+        if text.dtype == STRING:
+            values = _decimals(text)
+        else:
+            values = pd.to_numeric(text, errors="coerce").astype("Float64")
     if integer:
         whole = values.round() == values
         return values.where(whole.fillna(False)).astype("Int64")
