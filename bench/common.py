@@ -143,11 +143,31 @@ def machine() -> dict[str, str]:
         "memory_gib": f"{psutil.virtual_memory().total / 2**30:.1f}",
         "machine": platform.machine(),
         "cpu": _cpu_model(),
+        "cpu_reference_s": f"{reference_seconds():.2f}",
     }
     for package in ("apache-airflow", "pandas", "pyarrow", "great-expectations", "numpy"):
         with suppress(PackageNotFoundError):
             out[package.removeprefix("apache-")] = version(package)
     return out
+
+
+def reference_seconds() -> float:
+    """Seconds of one fixed CPU workload (a 1M-step Python loop and blake2b over 32 MiB), best of
+    three, taken when a result is written: this machine is shared, and its speed differs by hours
+    and days, so results of different runs compare only next to this figure."""
+    import hashlib
+
+    block, best = b"x" * (1 << 20), float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i % 7
+        digest = hashlib.blake2b()
+        for _ in range(32):
+            digest.update(block)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def _cpu_model() -> str:
