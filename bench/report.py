@@ -329,7 +329,8 @@ class Report:
         return lines
 
     def limits_section(self) -> list[str]:
-        doc = next((d for d in self.docs.values() if "vendor_limits" in d), None)
+        current = [d for n, d in self.docs.items() if n in self.run] + list(self.docs.values())
+        doc = next((d for d in current if "vendor_limits" in d), None)  # this run's wording first
         if not doc:
             return []
         vl = doc["vendor_limits"]

@@ -123,8 +123,9 @@ def build(brand: Brand) -> DAG:
             retries=5,
             pre_execute=hold_run_lock,
             doc_md="Batch-update the contacts whose values changed (100 per call); unknown contacts "
-            "reported.\n\n**Inputs:** the derived values, the contacts sync's snapshot (the CRM ids it "
-            "knows; other emails are read by email), "
+            "reported.\n\n**Inputs:** the derived values, the contacts sync's snapshot and one search for "
+            "the contacts modified since it (the CRM ids; an email neither has is reported unknown and "
+            "read by email in the next run), "
             f"the `{crm}` connection (HubSpot). Every CRM "
             "record sharing the email is written; a bounce or unsubscribe is never undone.\n\n"
             "**When it fails:** a CRM outage past the retries: clear it once HubSpot answers; values "

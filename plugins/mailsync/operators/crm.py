@@ -17,8 +17,10 @@ record created since the last night, nor one quarantined ever since it was creat
 the sandbox's records: bad birthdays, amounts): the ids of records quarantined in the runs whose
 quarantine files are still kept come from those files. One search for the contacts modified since
 the snapshot's high-water mark finds the records it cannot have (created since, or their email
-changed), so an email in none of them is unknown to the CRM without a read; HubSpot's search index
-lags by seconds, so such an email is tried once more in the next run. Read by email are the emails
+changed), so an email in none of them is reported unknown to the CRM without a read, and read by
+email when the next run touches it again (kept pending): a record the snapshot lacks for another
+reason, or a contact created minutes ago (HubSpot's search index lags), is then written. Read by
+email are also the emails
 when that search would cost more than reading them (or no contacts sync ran yet), an email with a
 quarantined row without a usable id, and an email one of whose ids the CRM no longer has
 (deleted or archived since the snapshot): that one is then written by email or reported
@@ -69,7 +71,8 @@ def snapshot_ids(snapshot: Area, keys: Iterable[str], *, rows: int = SNAPSHOT_RO
     Only the key buckets of these emails are read, `rows` rows of two columns at a time, filtered
     on the keys as they are read: memory follows the emails asked for, not the size of the CRM.
     An id listed under two emails (a contact whose email changed between two versions) is left
-    out of both: which email it has now is not known, so both are read by email."""
+    out of both (listed with no ids): which email it has now is not known, so both are read by
+    email."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -102,7 +105,7 @@ def snapshot_ids(snapshot: Area, keys: Iterable[str], *, rows: int = SNAPSHOT_RO
                         ids.append(str(contact_id))
                     owners.setdefault(str(contact_id), set()).add(key)
     ambiguous = {k for keys_of_id in owners.values() if len(keys_of_id) > 1 for k in keys_of_id}
-    return {k: ids for k, ids in found.items() if k not in ambiguous}
+    return {k: [] if k in ambiguous else ids for k, ids in found.items()}
 
 
 def quarantined_ids(
@@ -172,10 +175,11 @@ class WriteBackCrmContactsOperator(BaseOperator):
 
     `desired` is the records' file in the run's staging folder. With the `dry_run` param it
     counts what it would write. Refused records are in the rejected file (the task's Rejected
-    records link); those refused for another reason than an unknown contact are kept in
-    `pending` (a file of the DAG's state area) for the next run. With `ids_from_dag` (a contacts
-    sync DAG id) the CRM ids of the emails that DAG's snapshot has are taken from it and written
-    by id, with no read first; the others are read by email."""
+    records link); those refused for another reason than an unknown contact, and those found
+    unknown without a read, are kept in `pending` (a file of the DAG's state area) for the next
+    run. With `ids_from_dag` (a contacts sync DAG id) the CRM ids come from that DAG's snapshot
+    and one search for the contacts modified since it, written by id with no read first (see the
+    module's docstring)."""
 
     template_fields: Sequence[str] = (
         "mapping",
@@ -229,8 +233,10 @@ class WriteBackCrmContactsOperator(BaseOperator):
         meta = sync.ack_meta(upserts)
         hook = CrmHook(self.crm_conn_id)
         all_records = m.destination.write_back == "all_records_with_email"
-        was_pending = pending_emails(run.current, self.pending)
         known, absent = self._known_ids(upserts, all_records, hook)
+        # unknown by the search alone: reported, and read by email when the next run touches it
+        # again (a record the snapshot lacks for another reason, a contact not yet in the index)
+        absent -= pending_emails(run.current, self.pending)
         written, rejected = 0, [{"key": key, "reason": UNKNOWN} for key in sorted(absent)]
 
         def record(results: Iterable, again: set[str] | None = None) -> None:
@@ -253,12 +259,11 @@ class WriteBackCrmContactsOperator(BaseOperator):
             )
             record(hook.update_contacts_by_id(with_ids), again)
         by_email = ~by_id & ~upserts[sync.KEY].isin(absent).to_numpy()
-        by_email |= upserts[sync.KEY].isin(again).to_numpy()
+        by_email |= upserts[sync.KEY].isin(again).to_numpy()  # read by email: the second try is a real check
         if by_email.any():
             record(hook.update_contacts(sync.payloads(m, upserts[by_email]), all_records=all_records))
         unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
-        # unknown by the search alone: once more next run, when a contact created seconds ago is indexed
-        retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN} | (absent - was_pending))
+        retry = sorted({r["key"] for r in rejected if r["reason"] != UNKNOWN} | absent)
         keep_pending(run.current, retry, self.pending)
         path = (run.area / "load").write_text("rejected.csv", sync.rejected_csv(rejected))
         log.info(
@@ -303,7 +308,7 @@ class WriteBackCrmContactsOperator(BaseOperator):
         since = high_water(state_area(self.ids_from_dag))  # first: a commit meanwhile only widens the search
         snapshot = contacts_snapshot_of(self.ids_from_dag)
         known = {k: set(ids) for k, ids in snapshot_ids(snapshot, keys).items()}
-        unreadable = set()
+        unreadable = {k for k, ids in known.items() if not ids}  # its id is another email's too
         for key, ids in quarantined_ids(self.ids_from_dag, keys).items():
             if ids is None:
                 known.pop(key, None)
@@ -312,7 +317,7 @@ class WriteBackCrmContactsOperator(BaseOperator):
                 known[key] = known.get(key, set()) | ids
         outside = set(keys) - set(known) - unreadable
         absent: set[str] = set()
-        if since is not None:  # worth one search even with every email known: their records may have moved
+        if since is not None and snapshot.exists():  # worth a search with every email known: records move
             reads = max(1, (2 if all_records else 1) * -(-len(outside) // 100))  # search + batch read per 100
             end = datetime.now(UTC) + timedelta(hours=1)  # a CRM clock ahead of ours
             modified = hook.ids_modified_since(since - SEARCH_INDEX_LAG, end, max_searches=reads)
