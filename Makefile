@@ -51,7 +51,7 @@ NIGHTS ?= 12
 SEED ?= 1
 soak: venv
 	-MAILSYNC_SOAK=1 MAILSYNC_RELIABILITY_MD=$(CURDIR)/bench/results/RELIABILITY.md \
-	  $(PY) -m pytest tests/reliability -m soak -p no:cacheprovider
+	  $(PY) -m pytest tests/reliability tests/e2e -m soak -p no:cacheprovider
 	$(PY) -m tests.reliability.soak --nights $(NIGHTS) --seed $(SEED)
 
 ## Start the sandbox vendors in the foreground (Ctrl-C stops them).

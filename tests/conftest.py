@@ -25,6 +25,20 @@ os.environ["MAILSYNC_TASK_RETRY_DELAY_S"] = "1"  # a failing dag.test() run retr
 os.environ.update(notifications_without_deadlines(_SESSION_HOME))  # dag.test() and deadlines: see there
 
 
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "soak: long reliability or fault case, run by `make soak` only")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if os.environ.get("MAILSYNC_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="soak case: `make soak` runs it (MAILSYNC_SOAK=1)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def session_home() -> Path:
     """The session's scratch folder: AIRFLOW_HOME, staging and sandbox data live below it."""

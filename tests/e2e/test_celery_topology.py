@@ -206,6 +206,7 @@ def test_every_dag_runs_on_the_celery_workers_and_ends_as_expected(topology, wor
     assert {(h or "").split("@", 1)[0] for h in per_worker} == {"w1", "w2"}, per_worker  # both, nothing else
 
 
+@pytest.mark.soak  # ~85 s: `make soak` runs it (the suite must stay under 20 min in CI)
 def test_a_worker_killed_in_the_middle_of_the_load_is_replaced_by_the_other(topology, world):
     started = time.monotonic()
     expected = contacts_expectation(world)
@@ -245,6 +246,7 @@ def test_a_worker_killed_in_the_middle_of_the_load_is_replaced_by_the_other(topo
         topology.wait_for_workers()
 
 
+@pytest.mark.soak  # ~60 s
 def test_state_database_connections_dropped_mid_run(topology, world):
     started = time.monotonic()
     expected = contacts_expectation(world)
@@ -282,6 +284,7 @@ def test_state_database_connections_dropped_mid_run(topology, world):
     }
 
 
+@pytest.mark.soak  # ~4-5 min
 @pytest.mark.timeout(1200)  # ten runs one at a time per DAG: ~4 min here, twice that on a busy machine
 def test_parallel_five_day_backfills_equal_the_serial_expectation(topology, world):
     """Needs the run lock: days of one DAG share a daily store / an orders snapshot."""

@@ -20,19 +20,6 @@ from tests.reliability.checker import Recorder
 RESULTS = "reliability.jsonl"
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "soak: long reliability case, run by `make soak` only")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    if os.environ.get("MAILSYNC_SOAK") == "1":
-        return
-    skip = pytest.mark.skip(reason="soak case: `make soak` runs it (MAILSYNC_SOAK=1)")
-    for item in items:
-        if "soak" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def recorder(session_home: Path) -> Recorder:
     _RESULTS.append(session_home / RESULTS)
