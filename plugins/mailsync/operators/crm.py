@@ -258,8 +258,8 @@ class WriteBackCrmContactsOperator(BaseOperator):
                 for key, doc in zip(upserts[sync.KEY][by_id], sync.payloads(m, upserts[by_id]), strict=True)
             )
             record(hook.update_contacts_by_id(with_ids), again)
-        by_email = ~by_id & ~upserts[sync.KEY].isin(absent).to_numpy()
-        by_email |= upserts[sync.KEY].isin(again).to_numpy()  # read by email: the second try is a real check
+        by_email = ~by_id & ~upserts[sync.KEY].isin(absent).to_numpy()  # with last run's unknown ones
+        by_email |= upserts[sync.KEY].isin(again).to_numpy()
         if by_email.any():
             record(hook.update_contacts(sync.payloads(m, upserts[by_email]), all_records=all_records))
         unknown = sum(1 for r in rejected if r["reason"] == UNKNOWN)
