@@ -25,7 +25,6 @@ os.environ["MAILSYNC_TASK_RETRY_DELAY_S"] = "1"  # a failing dag.test() run retr
 os.environ.update(notifications_without_deadlines(_SESSION_HOME))  # dag.test() and deadlines: see there
 
 
-
 def pytest_configure(config) -> None:
     config.addinivalue_line("markers", "soak: long reliability or fault case, run by `make soak` only")
 
