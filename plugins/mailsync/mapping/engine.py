@@ -266,8 +266,7 @@ def key_hash(keys: pd.Series) -> np.ndarray:
 
 def _bytes(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, memoryview]:
     """(offsets, UTF-8 bytes) of a large_string array: value i is bytes[offsets[i]:offsets[i + 1]]."""
-    if isinstance(text, pa.ChunkedArray):  # combine_chunks copies even a single chunk
-        text = text.chunk(0) if text.num_chunks == 1 else text.combine_chunks()
+    text = t.one_array(text)
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset : text.offset + len(text) + 1]
     return offsets, memoryview(text.buffers()[2] or b"")
 

@@ -31,12 +31,17 @@ _NULL_TEXT = pa.scalar(None, pa.large_string())
 
 
 # -- Arrow text helpers --------------------------------------------------------------------------
+def one_array(arr: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The values as one Arrow array; a single chunk as it is (`combine_chunks` copies even that)."""
+    if not isinstance(arr, pa.ChunkedArray):
+        return arr
+    return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+
+
 def arrow_text(s: pd.Series) -> pa.Array:
     """The column as one large_string Arrow array (no copy for an Arrow-backed string column)."""
     if s.dtype == STRING and isinstance(s.array, pd.arrays.ArrowStringArray):
-        arr = s.array._pa_array
-        if isinstance(arr, pa.ChunkedArray):  # combine_chunks copies even a single chunk
-            arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+        arr = one_array(s.array._pa_array)
         return arr if arr.type == pa.large_string() else arr.cast(pa.large_string())
     return pa.array(s, type=pa.large_string(), from_pandas=True)
 
