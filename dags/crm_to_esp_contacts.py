@@ -241,6 +241,7 @@ def build(brand: Brand) -> DAG:
         ).expand(diffed=guarded.output)
         committed = CommitSnapshotsOperator(
             task_id="commit",
+            extracted=extracted.output,
             pre_execute=hold_run_lock,
             doc_md="After every partition loaded: tonight's snapshots become current, the high-water mark "
             "advances.\n\n**Inputs:** the loads' results, the staged snapshots.\n\n**When it fails:** "

@@ -87,5 +87,7 @@ def contacts_night(context: dict, *, state: str | None = None, load: bool = True
             LoadContactsOperator(task_id="load", diffed=d, **states, **only("esp_conn_id")).execute(context)
             for d in guarded
         ]
-    done["commit"] = CommitSnapshotsOperator(task_id="commit").execute(context)
+    done["commit"] = CommitSnapshotsOperator(task_id="commit", extracted=done["extract_contacts"]).execute(
+        context
+    )
     return done

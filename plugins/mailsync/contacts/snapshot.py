@@ -104,17 +104,21 @@ def _merge(
     return latest[~archived_after].reset_index(drop=True)
 
 
-def commit(run: Run) -> dict[str, Any]:
+def commit(run: Run, *, full: bool) -> dict[str, Any]:
     """After every partition's load: tonight's snapshots replace the current ones and the
     high-water mark moves to the interval's end. Until then a failed or stopped run has changed
-    neither, so its rerun (or the next night) starts from the same place."""
+    neither, so its rerun (or the next night) starts from the same place.
+
+    Only after a full extract can a contact leave the snapshot without an archive (an erasure):
+    an incremental night merges its rows in and drops only the archived ones (`_merge`), so the
+    comparison of both snapshots, a read of each whole, is made on full extracts alone."""
     if run.params.get("dry_run"):
         return {"committed": False, "reason": "dry_run"}
     staged = next_snapshot(run)
     from mailsync.operators.retention import record_crm_erasures
 
     # contacts gone without an archive were erased in the CRM: noted before the snapshot forgets them
-    erased = record_crm_erasures(run, contacts_snapshot(run), staged / "contacts")
+    erased = record_crm_erasures(run, contacts_snapshot(run), staged / "contacts") if full else 0
     files = 0
     for kind, target in (("contacts", contacts_snapshot(run)), ("loyalty", loyalty_snapshot(run))):
         source = staged / kind

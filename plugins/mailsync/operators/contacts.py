@@ -223,11 +223,17 @@ class LoadContactsOperator(BaseOperator):
 
 class CommitSnapshotsOperator(BaseOperator):
     """After every partition loaded: tonight's snapshots become current, the high-water mark
-    advances (nothing with dry_run)."""
+    advances (nothing with dry_run); after a full extract, contacts gone without an archive are
+    recorded as erased."""
 
+    template_fields: Sequence[str] = ("extracted",)
     ui_color = "#f0f0f0"
+
+    def __init__(self, *, extracted: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extracted = extracted  # the extract's result (its XComArg)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from mailsync.contacts.snapshot import commit
 
-        return commit(_run(context))
+        return commit(_run(context), full=self.extracted["mode"] == "full")

@@ -181,8 +181,9 @@ def load_members(
 ) -> dict[str, Any]:
     """Send upserts and removals; acknowledge per batch; quarantine rejections; return counts."""
     state = SyncState(integration)
-    buckets = sorted(set(upserts[BUCKET]) | set(removals["bucket"])) if len(upserts) or len(removals) else []
-    acked = state.load(buckets).set_index("key")["fingerprint"] if buckets else pd.Series(dtype="string")
+    # what an earlier try got acknowledged, of exactly these records (not their buckets' whole state)
+    keys = pd.concat([upserts[KEY], removals["key"]], ignore_index=True).drop_duplicates()
+    acked = state.load(keys=keys.tolist()).set_index("key")["fingerprint"]
     pending = upserts[upserts[KEY].map(acked).ne(upserts[FINGERPRINT]).fillna(True).to_numpy()]
     skipped = len(upserts) - len(pending)
     if skipped:

@@ -171,3 +171,31 @@ def test_parallel_tasks_of_one_run_renew_its_lease_without_losing_it(pg_url):
 
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(renew, locks)) == 200  # RunLockLost would propagate here
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_the_state_of_given_keys_is_read_across_buckets_and_query_sizes(database, request, tmp_path):
+    """The load's resume check reads only its own records' state: keys of any bucket, more keys
+    than one query binds, keys never acknowledged, and another integration's rows left out."""
+    from mailsync.state import KEYS_PER_QUERY, SyncState
+
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{tmp_path}/s.db"
+    state, other = SyncState("contacts", url), SyncState("buyers", url)
+    n = KEYS_PER_QUERY + 7
+    state.acknowledge(
+        [
+            {"key": f"k{i}@x.de", "bucket": i % 31, "fingerprint": f"v2:{i}", "status": "subscribed"}
+            for i in range(n)
+        ],
+        "run_1",
+    )
+    other.acknowledge([{"key": "k1@x.de", "bucket": 1, "fingerprint": "v2:other"}], "run_1")
+    wanted = [f"k{i}@x.de" for i in range(0, n, 2)] + ["never@x.de"]
+    got = state.load(keys=wanted)
+    assert sorted(got["key"]) == sorted(wanted[:-1])
+    assert dict(zip(got["key"], got["fingerprint"], strict=True))["k0@x.de"] == "v2:0"
+    assert set(got["bucket"]) == set(range(31))
+    assert state.load(keys=[]).empty and list(state.load(keys=[]).columns) == list(got.columns)
+    whole = state.load(range(32))
+    assert len(whole) == n and str(whole["key"].dtype) == str(got["key"].dtype) == "string"
+    assert whole["bucket"].dtype == "int64" and whole["status"].isna().sum() == 0
