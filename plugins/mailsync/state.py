@@ -42,11 +42,12 @@ sync_state = sa.Table(
     metadata,
     sa.Column("integration", sa.String(100), primary_key=True),
     sa.Column("key", sa.String(320), primary_key=True),
-    sa.Column("bucket", sa.Integer, nullable=False, index=True),
+    sa.Column("bucket", sa.Integer, nullable=False),
     sa.Column("fingerprint", sa.String(32), nullable=False),
     sa.Column("status", sa.String(32)),
     sa.Column("acked_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("run_id", sa.String(250)),
+    sa.Index("ix_mailsync_sync_state_integration_bucket", "integration", "bucket"),
 )
 run_lock = sa.Table(
     "mailsync_run_lock",

@@ -198,3 +198,13 @@ def test_date_formatting_equals_pandas_strftime(values):
     )
     for fmt in ("%m/%d", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ", "%d.%m.%Y %H:%M"):
         same(engine._strftime(s, fmt), plain_strftime(s, fmt))
+
+
+@SETTINGS
+@given(st.lists(st.one_of(st.none(), TEXT), max_size=30), st.lists(st.one_of(st.none(), TEXT), max_size=30))
+def test_membership_of_texts_equals_pandas_isin(values, among):
+    """types.is_in (the diff's removals) against pandas' isin, for Arrow- and Python-backed
+    columns; a missing value is in `among` only when `among` has one too, as pandas has it."""
+    for dtype in (types.STRING, pd.StringDtype("python"), object):
+        s, a = pd.Series(values, dtype=dtype), pd.Series(among, dtype=dtype)
+        assert types.is_in(s, a).tolist() == s.isin(a).fillna(False).astype(bool).tolist()

@@ -96,11 +96,13 @@ def _merge(
     if both.empty:
         return both
     newest = pd.concat([both[[ID, MODIFIED]], delta_ids], ignore_index=True).groupby(ID)[MODIFIED].max()
-    is_newest = both[MODIFIED].to_numpy() == newest.reindex(both[ID]).to_numpy()
+    # instants compared as numpy datetime64 in UTC (`.values`): `to_numpy()` of a zoned column makes
+    # a Timestamp object per row (5 s of a 500k-contact partition's 17); NaT equals nothing either way
+    is_newest = both[MODIFIED].values == newest.reindex(both[ID]).values
     latest = both[is_newest].drop_duplicates(ID, keep="last")  # the same version twice (rerun): keep one
     gone_at = pd.to_datetime(archived.set_index("id")["archived_at"], utc=True, errors="coerce")
     gone_at = gone_at[~gone_at.index.duplicated()].reindex(latest[ID])
-    archived_after = (gone_at.to_numpy() >= latest[MODIFIED].to_numpy()) & gone_at.notna().to_numpy()
+    archived_after = (gone_at.values >= latest[MODIFIED].values) & gone_at.notna().to_numpy()
     return latest[~archived_after].reset_index(drop=True)
 
 

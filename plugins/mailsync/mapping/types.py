@@ -46,6 +46,13 @@ def arrow_text(s: pd.Series) -> pa.Array:
     return pa.array(s, type=pa.large_string(), from_pandas=True)
 
 
+def is_in(values: pd.Series, among: pd.Series) -> np.ndarray:
+    """Which texts of `values` occur in `among`, by Arrow's hash set: pandas' `isin` on an
+    Arrow-backed column turns `among` into Python objects one by one (474k keys: 7 s, here 0.2 s)."""
+    found = pc.is_in(arrow_text(values), value_set=arrow_text(among))
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+
+
 def text_series(arr: pa.Array, index: pd.Index) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(arr), index=index)
 

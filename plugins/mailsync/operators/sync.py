@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mailsync.mapping import types as t
 from mailsync.mapping.engine import FINGERPRINT, KEY, LEGACY_FINGERPRINT, PRINT_PREFIX
 from mailsync.mapping.spec import Mapping
 from mailsync.reporting import csv_for_people
@@ -55,7 +56,7 @@ def diff(
     changed = ~new & (known != desired[FINGERPRINT]) & ~reprint
     upserts = desired[(new | changed).to_numpy()].copy()
     upserts[CHANGE] = np.where(new[new | changed], "new", "changed")
-    removals = acked[~acked["key"].isin(desired[KEY])]
+    removals = acked[~t.is_in(acked["key"], desired[KEY])]
     counts = {
         "desired": len(desired),
         "new": int(new.sum()),

@@ -199,3 +199,44 @@ def test_the_state_of_given_keys_is_read_across_buckets_and_query_sizes(database
     whole = state.load(range(32))
     assert len(whole) == n and str(whole["key"].dtype) == str(got["key"].dtype) == "string"
     assert whole["bucket"].dtype == "int64" and whole["status"].isna().sum() == 0
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_a_state_of_revision_0004_gets_the_index_a_diff_reads_by(database, request, tmp_path):
+    """Migration 0005: the index on (integration, bucket) replaces the one on bucket alone, rows
+    kept; SQLite's plan for a diff's read then uses it instead of walking the whole integration."""
+    from alembic import command
+    from alembic.config import Config
+
+    from mailsync.state import MIGRATIONS, SyncState
+
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else f"sqlite:///{tmp_path}/s.db"
+    eng = sa.create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with eng.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+    before = {i["name"] for i in sa.inspect(eng).get_indexes("mailsync_sync_state")}
+    assert "ix_mailsync_sync_state_bucket" in before
+    with eng.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO mailsync_sync_state VALUES ('contacts', 'a@x.de', 3, 'v2:1', NULL, "
+                "CURRENT_TIMESTAMP, 'r')"
+            )
+        )
+    state = SyncState("contacts", url)  # migrates to the head
+    indexes = {
+        i["name"]: i["column_names"] for i in sa.inspect(state.engine).get_indexes("mailsync_sync_state")
+    }
+    assert indexes.get("ix_mailsync_sync_state_integration_bucket") == ["integration", "bucket"]
+    assert "ix_mailsync_sync_state_bucket" not in indexes
+    assert state.load([3])["key"].tolist() == ["a@x.de"]
+    if database == "sqlite":
+        with state.engine.connect() as conn:
+            plan = conn.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT key FROM mailsync_sync_state "
+                "WHERE integration = 'contacts' AND bucket IN (1, 2, 3)"
+            ).all()
+        assert "ix_mailsync_sync_state_integration_bucket" in str(plan)
