@@ -42,6 +42,9 @@ def run_night(airflow, sb, logical_date: str, conf: dict) -> dict:
     wall = time.perf_counter() - started
     assert state == "success", airflow.task_states(DAG, run_id)
     report = airflow.xcom(DAG, run_id, "report")
+    # the sandbox's own seconds on these calls (one event loop serves every vendor): a floor of
+    # this machine beside the vendors' (a vendor serves many calls at once; the sandbox one by one)
+    served = [r["served_ms"] or 0 for r in sb.requests()]
     return {
         "run_id": run_id,
         "wall_s": round(wall, 1),
@@ -50,6 +53,7 @@ def run_night(airflow, sb, logical_date: str, conf: dict) -> dict:
         "crm_calls": calls(sb, "crm"),
         "esp_calls": calls(sb, "esp"),
         "esp_write_calls": calls(sb, "esp", writes=True),
+        "sandbox_busy_s": round(sum(served) / 1000, 1),
         "extracted": report["extracted"],
         "quarantined": report["quarantined"],
         "created": report["created"],
@@ -189,6 +193,9 @@ def main() -> None:
     full["ratio_to_floor_list_api"] = limits.ratio(full["wall_s"], full["floor_list_api"]["seconds"])
     night["floor"] = limits.floor_night(night["contacts_changed"], args.latency_ms)
     night["ratio_to_floor"] = limits.ratio(night["wall_s"], night["floor"]["seconds"])
+    for run in (full, night):  # against the higher of both floors: what this machine can reach at best
+        floor_here = max(run["floor"]["seconds"], run["sandbox_busy_s"])
+        run["ratio_to_floor_or_sandbox_busy"] = limits.ratio(run["wall_s"], floor_here)
     write_result(
         f"contacts_sync_{args.contacts}",
         {

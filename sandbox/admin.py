@@ -177,22 +177,9 @@ def write_loyalty(state: AppState, body: dict) -> dict:
 
 def requests_log(state: AppState, system: str | None) -> list[dict]:
     sql = "SELECT * FROM requests" + (" WHERE system = ?" if system else "") + " ORDER BY id"
-    columns = [
-        "id",
-        "system",
-        "method",
-        "path",
-        "query",
-        "status",
-        "ts",
-        "n_records",
-        "n_returned",
-        "record_keys",
-        "fault",
-    ]
     out = []
     for row in state.db.execute(sql, (system,) if system else ()):
-        entry = dict(zip(columns, row, strict=True))
+        entry = dict(zip(store.REQUEST_COLUMNS, row, strict=True))
         entry["record_keys"] = store.loads(entry["record_keys"], [])
         out.append(entry)
     return out

@@ -36,19 +36,6 @@ if TYPE_CHECKING:
     from sandbox.legacy_members import LegacyMembers
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_REQUEST_COLUMNS = [
-    "id",
-    "system",
-    "method",
-    "path",
-    "query",
-    "status",
-    "ts",
-    "n_records",
-    "n_returned",
-    "record_keys",
-    "fault",
-]
 
 
 class SandboxError(RuntimeError):
@@ -415,14 +402,15 @@ class Sandbox:
 
     def requests(self, system: str | None = None) -> list[dict]:
         """The request log: system, method, path, query, status, ts, n_records (in the request body),
-        n_returned (records in a list answer), record_keys (normalised emails / ids written), fault."""
-        sql = f"SELECT {', '.join(_REQUEST_COLUMNS)} FROM requests"
+        n_returned (records in a list answer), record_keys (normalised emails / ids written), fault,
+        served_ms (the sandbox's own time on the call, the added latency not counted)."""
+        sql = f"SELECT {', '.join(store.REQUEST_COLUMNS)} FROM requests"
         rows = self._read(
             sql + (" WHERE system = ?" if system else "") + " ORDER BY id", (system,) if system else ()
         )
         out = []
         for row in rows:
-            entry = dict(zip(_REQUEST_COLUMNS, row, strict=True))
+            entry = dict(zip(store.REQUEST_COLUMNS, row, strict=True))
             entry["record_keys"] = store.loads(entry["record_keys"], [])
             out.append(entry)
         return out

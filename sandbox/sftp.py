@@ -70,6 +70,7 @@ class _LoggedSFTP(asyncssh.SFTPServer):
                 0,
                 None,
                 None,
+                None,  # served_ms: file opens are not timed
             ),
         )
         return super().open(path, pflags, attrs)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -197,7 +198,13 @@ def to_response(reply: Reply) -> Response:
 
 
 def write_log(
-    state: AppState, system: str, request: Request, status: int, reply: Reply | None, fault: str | None
+    state: AppState,
+    system: str,
+    request: Request,
+    status: int,
+    reply: Reply | None,
+    fault: str | None,
+    served_s: float | None = None,
 ) -> None:
     keys = reply.keys if reply is not None else None
     store.log_request(
@@ -213,6 +220,7 @@ def write_log(
             reply.n_returned if reply else 0,
             store.dumps(keys) if keys else None,
             fault,
+            None if served_s is None else round(served_s * 1000, 3),
         ),
     )
 
@@ -243,6 +251,7 @@ def endpoint(vendor: Vendor, state: AppState, handler: Handler):
         flights = state.faults.in_flight
         flights[credential] = flights.get(credential, 0) + 1
         try:
+            started = time.perf_counter()  # served_ms: the sandbox's own time (no awaits but the latency)
             decision = Decision()
             if not vendor.authorized(state, credential):
                 reply = vendor.unauthorized()
@@ -250,6 +259,7 @@ def endpoint(vendor: Vendor, state: AppState, handler: Handler):
                 decision = state.faults.decide(system, request.method, request.url.path)
                 if decision.latency_s:
                     await asyncio.sleep(decision.latency_s)
+                    started = time.perf_counter()
                 headers, limited = vendor.limit(state, credential, request.method, request.url.path)
                 if limited is not None:
                     decision.labels.append("rate_limit(vendor)")
@@ -267,10 +277,12 @@ def endpoint(vendor: Vendor, state: AppState, handler: Handler):
                     if system == "esp":  # Mailchimp's partial responses
                         reply = esp_fields.shape(reply, request.query_params)
                 reply.headers.update(headers)
-            write_log(state, system, request, reply.status, reply, decision.label())
+            response = to_response(reply)
+            served = time.perf_counter() - started
+            write_log(state, system, request, reply.status, reply, decision.label(), served)
             if decision.slow_s:
                 await asyncio.sleep(decision.slow_s)
-            return to_response(reply)
+            return response
         finally:
             flights[credential] -= 1
 

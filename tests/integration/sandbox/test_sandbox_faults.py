@@ -105,6 +105,20 @@ def test_request_log_counts_records_and_normalises_keys(fresh_sandbox, esp, list
     assert listing["query"] == "count=10" and listing["n_returned"] == 10 and listing["fault"] is None
 
 
+def test_request_log_times_the_sandbox_own_work_without_the_added_latency(fresh_sandbox, esp, list_path):
+    """served_ms: what the benchmarks add up as the sandbox's own floor. A batch of 500 members
+    costs the sandbox milliseconds; the 400 ms of latency it was told to add are not in it."""
+    fresh_sandbox.set_faults("esp", latency_ms=400)
+    started = time.perf_counter()
+    assert esp.post(list_path, json={"members": new_members(500, "served")}).status_code == 200
+    assert esp.get("/ping").status_code == 200
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    batch, ping = fresh_sandbox.requests("esp")[-2:]
+    assert batch["n_records"] == 500 and ping["path"] == "/3.0/ping"
+    assert 0 < ping["served_ms"] < batch["served_ms"]  # 500 members are more work than a ping
+    assert batch["served_ms"] + ping["served_ms"] < elapsed_ms - 2 * 400  # the latency is not counted
+
+
 def test_unknown_switch_is_refused(fresh_sandbox):
     with pytest.raises(Exception, match="unknown fault switch"):
         fresh_sandbox.set_faults("esp", explode=1)
