@@ -189,7 +189,7 @@ def test_the_state_of_given_keys_is_read_across_buckets_and_query_sizes(database
         ],
         "run_1",
     )
-    other.acknowledge([{"key": "k1@x.de", "bucket": 1, "fingerprint": "v2:other"}], "run_1")
+    other.acknowledge([{"key": "k0@x.de", "bucket": 0, "fingerprint": "v2:other"}], "run_1")  # asked for
     wanted = [f"k{i}@x.de" for i in range(0, n, 2)] + ["never@x.de"]
     got = state.load(keys=wanted)
     assert sorted(got["key"]) == sorted(wanted[:-1])
