@@ -162,3 +162,76 @@ def test_a_state_frame_not_read_from_the_database_is_diffed_without_writing(mapp
     )
     upserts, _, counts = sync.diff(members, frame, None)
     assert (len(upserts), counts["reprinted"]) == (0, 8)
+
+
+def test_the_transform_computes_no_pandas_print(mapping):
+    """The pandas print is the diff's, for the records whose stored print is one (issue 22: a
+    second hash of every record was 11 % of transform + validate, for prints long rewritten)."""
+    members = desired_members(mapping, n=8)
+    assert engine.record_fields(members) == list(mapping.fields)
+    assert set(members.columns) - set(mapping.fields) == {
+        engine.KEY,
+        engine.ROW,
+        engine.FINGERPRINT,
+        sync.BUCKET,
+    }
+
+
+def test_a_diff_against_current_prints_computes_no_pandas_print(tmp_path, mapping, monkeypatch):
+    members = desired_members(mapping, n=40)
+    state = SyncState(INTEGRATION, url=f"sqlite:///{tmp_path / 'state.db'}")
+    meta = sync.ack_meta(members)
+    sync.acknowledge(state, [{"key": k, "status": "subscribed"} for k in members[engine.KEY]], meta, "r")
+    hashed = []
+    real = sync.legacy_pandas_fingerprint
+    monkeypatch.setattr(sync, "legacy_pandas_fingerprint", lambda r, f: hashed.append(len(r)) or real(r, f))
+    tonight = desired_members(mapping, n=40, firstname=(3, "Annabel"))
+    upserts, _, counts = sync.diff(tonight, state.load(), state)
+    assert (upserts[engine.KEY].tolist(), counts["unchanged"], hashed) == (["user3@example.com"], 39, [])
+    # a pandas-era print among them: that record alone is hashed by pandas
+    state.acknowledge([{"key": "user5@example.com", "bucket": 0, "fingerprint": "0123456789abcdef"}], "old")
+    sync.diff(tonight, state.load(), state)
+    assert hashed == [1]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(None, id="the contacts transform"),
+        pytest.param(
+            pd.DataFrame(
+                {
+                    "count": pd.Series([1, None, -3], dtype="Int64"),
+                    "flag": pd.Series([True, None, False], dtype="boolean"),
+                    "ratio": [0.5, np.nan, -0.0],
+                    "at": pd.to_datetime(["2026-11-19T10:00:00Z", None, "1970-01-01T00:00:00Z"], utc=True),
+                    "day": pd.Series(["2026-11-19", None, ""], dtype="string"),
+                    engine.KEY: pd.Series(["a", "b", "c"], dtype="string"),
+                    "lines": ["[]", "[1]", "[2]"],  # appended by a caller, after the key
+                }
+            ),
+            id="every other dtype",
+        ),
+    ],
+)
+def test_records_read_back_from_parquet_keep_their_pandas_prints(tmp_path, mapping, frame):
+    """The diff hashes the records it reads from the staging area, where the code before issue 20
+    hashed them in the transform, before they were written: the same prints either way."""
+    from airflow.sdk import ObjectStoragePath
+
+    from mailsync.staging import Area
+
+    records = desired_members(mapping) if frame is None else frame
+    area = Area(ObjectStoragePath(tmp_path.as_uri()))
+    area.write_parquet("records.parquet", records)
+    back = area.read_parquet("records.parquet")
+    fields = engine.record_fields(back)
+    assert (
+        fields
+        == engine.record_fields(records)
+        == (list(mapping.fields) if frame is None else ["count", "flag", "ratio", "at", "day"])
+    )
+    before = engine.legacy_pandas_fingerprint(records, fields)
+    assert back[fields].dtypes.equals(records[fields].dtypes)
+    assert engine.legacy_pandas_fingerprint(back, fields).tolist() == before.tolist()
+    assert before.nunique() == len(records)

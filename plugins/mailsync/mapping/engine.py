@@ -489,7 +489,8 @@ def _joined(mapping: Mapping, primary: pd.DataFrame, secondary: dict[str, pd.Dat
 def transform(
     mapping: Mapping, primary: pd.DataFrame, secondary: dict[str, pd.DataFrame] | None = None
 ) -> pd.DataFrame:
-    """Destination records (one column per field path) with `__key`, `__row` and `__fingerprint`.
+    """Destination records (one column per field path, in the mapping's order, first) with
+    `__key`, `__row` and `__fingerprint` after them.
 
     Row-wise: transforming a dataset equals concatenating the transforms of its chunks.
     """
@@ -498,8 +499,14 @@ def transform(
     out[KEY] = frame[KEY].astype(t.STRING).set_axis(out.index)
     out[ROW] = frame[ROW].set_axis(out.index)
     out[FINGERPRINT] = fingerprint(out, list(mapping.fields))
-    out[LEGACY_FINGERPRINT] = legacy_pandas_fingerprint(out, list(mapping.fields))
     return out
+
+
+def record_fields(records: pd.DataFrame) -> list[str]:
+    """The field columns of `transform`'s records (also read back from Parquet, with columns a
+    caller appended): the columns before `__key`."""
+    columns = list(records.columns)
+    return columns[: columns.index(KEY)] if KEY in columns else []
 
 
 # -- record prints --------------------------------------------------------------------------------
@@ -518,7 +525,6 @@ def transform(
 # Texts carry their length, so no value can pass for another; the names make a renamed field a
 # change, while reordering the mapping's fields is none.
 PRINT_PREFIX = "v2:"
-LEGACY_FINGERPRINT = "__fingerprint_pandas"  # the print by the pandas algorithm, for sync.diff
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
@@ -682,8 +688,9 @@ def _python_token(value: Any) -> str | None:
 def legacy_pandas_fingerprint(records: pd.DataFrame, fields: list[str]) -> pd.Series:
     """The print before "v2:" (bare 16 hex digits): pandas' `hash_pandas_object`, whose values
     pandas does not promise to keep. Only `sync.diff` needs it, to recognise an unchanged record
-    under a print stored before the upgrade; it can go once no state row holds such a print
-    (see `sync.diff`). It gives the old values only with the pandas that wrote them (3.1.1)."""
+    under a print stored before the upgrade, and computes it for those records alone; it can go
+    once no state row holds such a print (see `sync.diff`). It gives the old values only with the
+    pandas that wrote them (3.1.1)."""
     if records.empty:
         return pd.Series([], dtype=t.STRING, index=records.index)
     hashed = pd.util.hash_pandas_object(records[fields], index=False).to_numpy(dtype=np.uint64)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mailsync.mapping import types as t
-from mailsync.mapping.engine import FINGERPRINT, KEY, LEGACY_FINGERPRINT, PRINT_PREFIX
+from mailsync.mapping.engine import FINGERPRINT, KEY, PRINT_PREFIX, legacy_pandas_fingerprint, record_fields
 from mailsync.mapping.spec import Mapping
 from mailsync.reporting import csv_for_people
 from mailsync.staging import Area
@@ -44,10 +44,10 @@ def diff(
     whose prints nothing rewrites).
 
     A print stored before prints were versioned (bare hex: pandas' hash) is compared with the
-    record's print by that algorithm, which the transform computes beside the new one
-    (`engine.LEGACY_FINGERPRINT`). When they match, the record is unchanged and its stored print
-    is rewritten to the new one in `state` (`reprint`: no vendor call, in a dry run too as it
-    changes no meaning); else it is changed.
+    record's print by that algorithm (`engine.legacy_pandas_fingerprint`, computed for those
+    records alone). When they match, the record is unchanged and its stored print is rewritten
+    to the new one in `state` (`reprint`: no vendor call, in a dry run too as it changes no
+    meaning); else it is changed.
     """
     prints = acked.set_index("key")["fingerprint"] if len(acked) else pd.Series(dtype="string")
     known = desired[KEY].map(prints)
@@ -77,8 +77,8 @@ def diff(
 # Until then a print was pandas' `hash_pandas_object`, which pandas does not promise to keep. The
 # first diff that meets such a print (every night for contacts, whose whole audience is diffed;
 # the next touch of a record for engagement, shop orders and buyers) rewrites it, so this path
-# goes idle by itself. It can be removed, with `engine.legacy_pandas_fingerprint` and the
-# transform's LEGACY_FINGERPRINT column, once
+# goes idle by itself; until then a night with no such print computes no pandas print at all. It
+# can be removed, with `engine.legacy_pandas_fingerprint`, once
 #   SELECT integration, count(*) FROM mailsync_sync_state
 #   WHERE fingerprint NOT LIKE 'v2:%' AND integration NOT IN ('shop_products')
 #     AND integration NOT LIKE 'segment:%' GROUP BY integration
@@ -87,17 +87,24 @@ def diff(
 # wrote those prints (3.1.1): another may hash some values differently (pandas has changed how it
 # hashes -0.0 and NaN, GH#28363), and the records holding them would be sent once.
 def _unchanged_by_the_pandas_print(desired: pd.DataFrame, known: pd.Series) -> pd.Series:
-    """True where the stored print is a pandas one and equals the record's pandas print. A caller
-    may append to the engine's print (shop orders append their lines' digest): the stored print
-    carries the same suffix."""
-    if LEGACY_FINGERPRINT not in desired or not len(desired):
-        return pd.Series(False, index=desired.index)
-    known = known.astype("string")
-    old_style = ~known.str.startswith(PRINT_PREFIX).fillna(True).to_numpy(dtype=bool)
-    suffix = desired[FINGERPRINT].astype("string").str.slice(len(PRINT_PREFIX) + 16)
-    expected = desired[LEGACY_FINGERPRINT].astype("string") + suffix
-    equal = (known == expected).fillna(False).to_numpy(dtype=bool)
-    return pd.Series(old_style & equal, index=desired.index)
+    """True where the stored print is a pandas one and equals the record's pandas print, which is
+    computed for those records only (`engine.record_fields`: the transform's fields). A caller may
+    append to the engine's print (shop orders append their lines' digest): the stored print
+    carries the same suffix. Records not made by the transform (products) keep prints of their
+    own: an unchanged one equals its current print and is not hashed here."""
+    unchanged = np.zeros(len(desired), dtype=bool)
+    if not len(desired):
+        return pd.Series(unchanged, index=desired.index)
+    stored = known.astype("string")
+    old_style = ~stored.str.startswith(PRINT_PREFIX).fillna(True).to_numpy(dtype=bool)
+    old_style &= (stored != desired[FINGERPRINT].astype("string")).fillna(True).to_numpy(dtype=bool)
+    fields = record_fields(desired)
+    if old_style.any() and fields:
+        records = desired[old_style]
+        suffix = records[FINGERPRINT].astype("string").str.slice(len(PRINT_PREFIX) + 16)
+        expected = legacy_pandas_fingerprint(records, fields) + suffix
+        unchanged[old_style] = (stored[old_style] == expected).fillna(False).to_numpy(dtype=bool)
+    return pd.Series(unchanged, index=desired.index)
 
 
 def audience_members(integration: str = "crm_to_esp_contacts") -> set[str]:

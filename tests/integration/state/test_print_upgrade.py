@@ -26,11 +26,13 @@ ENGINE_PRINT = len(engine.PRINT_PREFIX) + 16  # what a caller appends comes afte
 
 def to_pandas_era(integration: str, desired: pd.DataFrame, url: str | None = None) -> int:
     """Rewrite an integration's stored prints as the code before issue 20 wrote them: pandas'
-    print of each record (the transform's LEGACY_FINGERPRINT column, computed by that code's own
-    function), with what the caller appended. Returns the number of rows rewritten; also checks
-    that every stored bucket is the one pandas' hash_array gave."""
+    print of each record's fields (by that code's own function, over the staged records: a Parquet
+    round trip changes no pandas print, tests/unit/test_print_upgrade.py), with what the caller
+    appended. Returns the number of rows rewritten; also checks that every stored bucket is the
+    one pandas' hash_array gave."""
     state = SyncState(integration, url=url)
-    legacy = dict(zip(desired[engine.KEY], desired[engine.LEGACY_FINGERPRINT], strict=True))
+    pandas_prints = engine.legacy_pandas_fingerprint(desired, engine.record_fields(desired))
+    legacy = dict(zip(desired[engine.KEY], pandas_prints, strict=True))
     c = sync_state.c
     with state.engine.begin() as conn:
         rows = conn.execute(
@@ -73,17 +75,13 @@ def test_the_diff_rewrites_pandas_era_prints_in_the_database(state_url):
     )
     members[engine.KEY] = members["email_address"]
     members[engine.FINGERPRINT] = engine.fingerprint(members, ["email_address", "merge_fields.LTV"])
-    members[engine.LEGACY_FINGERPRINT] = engine.legacy_pandas_fingerprint(
-        members, ["email_address", "merge_fields.LTV"]
-    )
+    pandas_prints = engine.legacy_pandas_fingerprint(members, ["email_address", "merge_fields.LTV"])
     members[sync.BUCKET] = engine.bucket_of(members[engine.KEY], BUCKETS)
     state = SyncState(CONTACTS, url=state_url)
     state.acknowledge(
         [
             {"key": k, "bucket": b, "fingerprint": f, "status": "subscribed"}
-            for k, b, f in zip(
-                members[engine.KEY], members[sync.BUCKET], members[engine.LEGACY_FINGERPRINT], strict=True
-            )
+            for k, b, f in zip(members[engine.KEY], members[sync.BUCKET], pandas_prints, strict=True)
         ],
         run_id="before",
     )
@@ -91,9 +89,6 @@ def test_the_diff_rewrites_pandas_era_prints_in_the_database(state_url):
         acked_at = conn.execute(sa.select(sa.func.min(sync_state.c.acked_at))).scalar_one()
     members.loc[3, "merge_fields.LTV"] = -1.0  # one record changed since
     members[engine.FINGERPRINT] = engine.fingerprint(members, ["email_address", "merge_fields.LTV"])
-    members[engine.LEGACY_FINGERPRINT] = engine.legacy_pandas_fingerprint(
-        members, ["email_address", "merge_fields.LTV"]
-    )
     upserts, _, counts = sync.diff(members, state.load(range(BUCKETS)), state)
     assert upserts[engine.KEY].tolist() == ["user3@example.com"]
     assert (counts["reprinted"], counts["unchanged"]) == (n - 1, n - 1)
