@@ -75,6 +75,11 @@ def airflow_env(
         "AIRFLOW__CORE__DAG_IGNORE_FILE_SYNTAX": "regexp",
         "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        # how long the scheduler sleeps after a loop with nothing to do (Airflow's default 1 s):
+        # every hand-off from a task to the next waited up to that long (issue 22: a 1%-change
+        # night of 20k contacts 18.2 s at 1 s, 12.1 s at 0.25 s, side by side); the same in
+        # docker-compose.yaml
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "devtools.airflow_env.SQLITE_CONNECT_ARGS",
