@@ -5,7 +5,7 @@
 The records have the dtypes the mapping engine gives destination fields (text, Float64, Int64,
 boolean), 15 fields, about 10 % of values missing: the shape of a contacts night. Reported: the
 median seconds over the repeats of `legacy_pandas_fingerprint` (the print until issue 20, still
-computed by the transform while pandas-era prints remain in a state), `fingerprint` (blake2b),
+computed by the diff for records whose stored print is one), `fingerprint` (blake2b),
 `pd.util.hash_array` on the keys (the bucket hash until issue 20) and `key_hash` (its own
 implementation, bit for bit equal; checked here too).
 """

@@ -126,16 +126,32 @@ def test_a_print_a_caller_extended_is_recognised_with_its_suffix(tmp_path, mappi
     assert (len(upserts), counts["reprinted"]) == (40, 0)
 
 
-def test_prints_of_their_own_are_compared_as_they_are(tmp_path):
-    """Products and segment tags never had an engine print: no second algorithm for them."""
+def test_prints_of_their_own_are_compared_as_they_are(tmp_path, monkeypatch):
+    """Products and segment tags never had an engine print: no second algorithm for them, and
+    no pandas print of their columns either (a product's `id` and `doc` come before its key)."""
     (tmp_path / "s").mkdir()
     state = SyncState("shop_products", url=f"sqlite:///{tmp_path / 's' / 'state.db'}")
-    state.acknowledge([{"key": "p1", "bucket": 0, "fingerprint": "00aa11bb22cc33dd"}], "r")
+    state.acknowledge(
+        [
+            {"key": "p1", "bucket": 0, "fingerprint": "00aa11bb22cc33dd"},
+            {"key": "p3", "bucket": 0, "fingerprint": "77"},
+        ],
+        "r",
+    )
     products = pd.DataFrame(
-        {engine.KEY: ["p1", "p2"], engine.FINGERPRINT: ["00aa11bb22cc33dd", "99"], sync.BUCKET: 0}
+        {
+            "id": ["p1", "p2", "p3"],
+            "doc": ["{}", "{}", '{"title": "new"}'],
+            engine.KEY: ["p1", "p2", "p3"],
+            engine.FINGERPRINT: ["00aa11bb22cc33dd", "99", "78"],
+            sync.BUCKET: 0,
+        }
     ).astype({engine.KEY: "string", engine.FINGERPRINT: "string"})
+    hashed = []
+    monkeypatch.setattr(sync, "legacy_pandas_fingerprint", lambda r, f: hashed.append(len(r)))
     upserts, _, counts = sync.diff(products, state.load([0]), state)
-    assert upserts[engine.KEY].tolist() == ["p2"] and counts["reprinted"] == 0
+    assert upserts[engine.KEY].tolist() == ["p2", "p3"] and counts["reprinted"] == 0
+    assert hashed == []
 
 
 def test_a_print_acknowledged_meanwhile_is_not_overwritten(tmp_path, mapping):

@@ -8,8 +8,7 @@ Three steps, each vectorised with pandas:
   key at once, so callers run it per key bucket (`bucket_of`), never per arbitrary chunk.
 - `transform`: join the secondary sources and build each destination field (rename, lookup,
   date format, template, arithmetic, defaults, length limits), plus a fingerprint of the
-  record so a diff can tell changed records from unchanged ones (and, while a sync state still
-  holds prints made before issue 20, the record's print by that older algorithm).
+  record so a diff can tell changed records from unchanged ones.
 """
 
 from __future__ import annotations

@@ -90,14 +90,14 @@ def _unchanged_by_the_pandas_print(desired: pd.DataFrame, known: pd.Series) -> p
     """True where the stored print is a pandas one and equals the record's pandas print, which is
     computed for those records only (`engine.record_fields`: the transform's fields). A caller may
     append to the engine's print (shop orders append their lines' digest): the stored print
-    carries the same suffix. Records not made by the transform (products) keep prints of their
-    own: an unchanged one equals its current print and is not hashed here."""
+    carries the same suffix. Records whose print is not the engine's (products keep prints of
+    their own) are not looked at."""
     unchanged = np.zeros(len(desired), dtype=bool)
     if not len(desired):
         return pd.Series(unchanged, index=desired.index)
-    stored = known.astype("string")
+    stored, current = known.astype("string"), desired[FINGERPRINT].astype("string")
     old_style = ~stored.str.startswith(PRINT_PREFIX).fillna(True).to_numpy(dtype=bool)
-    old_style &= (stored != desired[FINGERPRINT].astype("string")).fillna(True).to_numpy(dtype=bool)
+    old_style &= current.str.startswith(PRINT_PREFIX).fillna(False).to_numpy(dtype=bool)
     fields = record_fields(desired)
     if old_style.any() and fields:
         records = desired[old_style]
