@@ -4,6 +4,7 @@ removals over all partitions, and the load of the difference."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import pandas as pd
@@ -12,35 +13,40 @@ from mailsync.contacts.audience import mirror_removals
 from mailsync.hooks.esp import EspHook
 from mailsync.operators import sync
 from mailsync.operators.run import Run
-from mailsync.operators.staged import concat
 from mailsync.state import SyncState
 
 log = logging.getLogger(__name__)
+UPSERTS = "upserts"  # a partition's diff folder: one file of upserts per key bucket
 
 
 def diff(run: Run, state_name: str, transformed: dict[str, Any]) -> dict[str, Any]:
     """Compare a partition's desired members with the acknowledged state; with `mirror`, also
-    with the audience the ESP holds (members unknown to the CRM are removed, `mirror` column)."""
+    with the audience the ESP holds (members unknown to the CRM are removed, `mirror` column).
+
+    One key bucket at a time (a bucket's desired members against its acknowledged state), so
+    the task's memory does not grow with the audience; the upserts are staged per bucket for the
+    load to read the same way."""
     partition, buckets = transformed["partition"], transformed["buckets"]
-    desired = concat((run.area / "desired").read_parquet(f"bucket={b:02d}.parquet") for b in buckets)
-    state = SyncState(state_name)
-    acked = state.load(buckets)
-    upserts, removals, counts = sync.diff(desired, acked, state)
-    mirrored, audience = mirror_removals(run, buckets, desired, removals)
-    removals = pd.concat(
-        [removals.assign(**{sync.MIRROR: False}), mirrored.assign(**{sync.MIRROR: True})], ignore_index=True
-    )
-    counts["to_remove"] += len(mirrored)
     out = run.area / "diff" / f"partition={partition:03d}"
-    out.write_parquet("upserts.parquet", upserts)
-    out.write_parquet("removals.parquet", removals)
-    return {
-        **transformed,
-        **counts,
-        "acked": len(acked),
-        "audience": audience,
-        "mirror_remove": len(mirrored),
-    }
+    out.clear()  # an earlier try's buckets
+    state = SyncState(state_name)
+    removed, acked, audience, mirror_remove = [], 0, 0, 0
+    counts = Counter(dict.fromkeys(("desired", "new", "changed", "unchanged", "to_remove", "reprinted"), 0))
+    for bucket in buckets:
+        desired = (run.area / "desired").read_parquet(f"bucket={bucket:02d}.parquet")
+        known = state.load([bucket])
+        upserts, removals, bucket_counts = sync.diff(desired, known, state)
+        mirrored, members = mirror_removals(run, [bucket], desired, removals)
+        if len(upserts):
+            (out / UPSERTS).write_parquet(f"bucket={bucket:02d}.parquet", upserts)
+        removed += [removals.assign(**{sync.MIRROR: False}), mirrored.assign(**{sync.MIRROR: True})]
+        counts.update(bucket_counts)
+        acked += len(known)
+        audience += members
+        mirror_remove += len(mirrored)
+    out.write_parquet("removals.parquet", pd.concat(removed, ignore_index=True))
+    counts["to_remove"] += mirror_remove
+    return {**transformed, **counts, "acked": acked, "audience": audience, "mirror_remove": mirror_remove}
 
 
 def guard_removals(run: Run, diffs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,15 +70,16 @@ def load(
     """Send a partition's difference to the ESP (nothing with dry_run)."""
     partition = diffed["partition"]
     area = run.area / "diff" / f"partition={partition:03d}"
-    upserts, removals = area.read_parquet("upserts.parquet"), area.read_parquet("removals.parquet")
+    removals = area.read_parquet("removals.parquet")
     if run.params.get("dry_run"):
-        log.info("Dry run: would send %d upserts and %d removals", len(upserts), len(removals))
-        return {**diffed, "dry_run": True, "would_send": len(upserts), "would_remove": len(removals)}
+        would_send = diffed["new"] + diffed["changed"]
+        log.info("Dry run: would send %d upserts and %d removals", would_send, len(removals))
+        return {**diffed, "dry_run": True, "would_send": would_send, "would_remove": len(removals)}
     counts = sync.load_members(
         hook,
         m,
         state_name,
-        upserts,
+        (area / UPSERTS).iter_parquet(),  # a bucket at a time, read as the batches go out
         removals,
         run_id=run.run_id,
         out=run.area / "load" / f"partition={partition:03d}",

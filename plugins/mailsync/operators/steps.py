@@ -228,7 +228,7 @@ class LoadEspMembersOperator(BaseOperator):
             return {"dry_run": True, "would_send": len(upserts), "not_audience_members": outside}
         hook = EspHook(self.esp_conn_id)
         counts = sync.load_members(
-            hook, m, self.state, upserts, removals, run_id=run.run_id, out=run.area / LOAD
+            hook, m, self.state, [upserts], removals, run_id=run.run_id, out=run.area / LOAD
         )
         log.info("ESP: sent %d, rejected %d, %d not audience members (skipped)", counts["sent"],
                  counts["rejected"], outside)  # fmt: skip

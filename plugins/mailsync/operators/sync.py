@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -179,7 +179,7 @@ def load_members(
     hook: EspHook,
     mapping: Mapping,
     integration: str,
-    upserts: pd.DataFrame,
+    upserts: Iterable[pd.DataFrame],
     removals: pd.DataFrame,
     *,
     run_id: str,
@@ -187,44 +187,48 @@ def load_members(
     permanently: bool = False,
     concurrency: int | None = None,
 ) -> dict[str, Any]:
-    """Send upserts and removals; acknowledge per batch; quarantine rejections; return counts."""
+    """Send upserts and removals; acknowledge per batch; quarantine rejections; return counts.
+
+    `upserts` are frames of records (a partition's key buckets, read one by one as the batches
+    go out), so the task holds one frame and the records in flight, not the whole difference."""
     state = SyncState(integration)
-    # what an earlier try got acknowledged, of exactly these records (not their buckets' whole state)
-    keys = pd.concat([upserts[KEY], removals["key"]], ignore_index=True).drop_duplicates()
-    acked = state.load(keys=keys.tolist()).set_index("key")["fingerprint"]
-    pending = upserts[upserts[KEY].map(acked).ne(upserts[FINGERPRINT]).fillna(True).to_numpy()]
-    skipped = len(upserts) - len(pending)
-    if skipped:
-        log.info("Resuming: %d records were acknowledged by an earlier try and are not sent again", skipped)
-    meta = ack_meta(pending)
-    counts = {
-        "sent": len(pending),
-        "created": 0,
-        "updated": 0,
-        "rejected": 0,
-        "removed": 0,
-        "resumed_skip": skipped,
-    }
+    counts = {"sent": 0, "created": 0, "updated": 0, "rejected": 0, "removed": 0, "resumed_skip": 0}
+    meta: dict[str, tuple[str, int]] = {}  # (print, bucket) of the records sent and not answered yet
+
+    def pending_payloads() -> Iterator[dict[str, Any]]:
+        for frame in upserts:
+            # what an earlier try got acknowledged, of exactly these records (not their buckets)
+            acked = _acked_prints(state, frame[KEY])
+            pending = frame[frame[KEY].map(acked).ne(frame[FINGERPRINT]).fillna(True).to_numpy()]
+            counts["resumed_skip"] += len(frame) - len(pending)
+            counts["sent"] += len(pending)
+            meta.update(ack_meta(pending))
+            yield from payloads(mapping, pending)
+
     rejected: list[dict[str, Any]] = []
-    for result in hook.upsert_members(payloads(mapping, pending), concurrency=concurrency):
+    for result in hook.upsert_members(pending_payloads(), concurrency=concurrency):
+        answered = [(a, meta.pop(a["key"], None)) for a in result.accepted]
         acks = [
-            {
-                "key": a["key"],
-                "fingerprint": meta[a["key"]][0],
-                "bucket": meta[a["key"]][1],
-                "status": a["status"],
-            }
-            for a in result.accepted
-            if a["key"] in meta
+            {"key": a["key"], "fingerprint": m[0], "bucket": m[1], "status": a["status"]}
+            for a, m in answered
+            if m is not None
         ]
         state.acknowledge(acks, run_id)
         counts["created"] += sum(1 for a in result.accepted if a.get("created"))
         counts["updated"] += sum(1 for a in result.accepted if not a.get("created"))
+        for r in result.rejected:
+            meta.pop(r["key"], None)
         rejected.extend(result.rejected)
+    if counts["resumed_skip"]:
+        log.info(
+            "Resumed: %d records were acknowledged by an earlier try and were not sent again",
+            counts["resumed_skip"],
+        )
     # removals of the state: only what is still acknowledged (a retry skips what an earlier try
     # removed); mirror removals were never ours to acknowledge, and archiving twice is harmless
     mirror = removals[MIRROR].fillna(False).astype(bool) if MIRROR in removals else False
-    remove_keys = removals["key"][(removals["key"].isin(acked.index) | mirror).to_numpy()].tolist()
+    still = removals["key"].isin(_acked_prints(state, removals["key"]).index)
+    remove_keys = removals["key"][(still | mirror).to_numpy()].tolist()
     for result in hook.remove_members(remove_keys, permanently=permanently, concurrency=concurrency):
         state.forget([a["key"] for a in result.accepted])
         counts["removed"] += len(result.accepted)
@@ -233,6 +237,11 @@ def load_members(
     counts["rejected_file"] = str(out.write_text("rejected.csv", rejected_csv(rejected)))
     counts.update(hook.stats.as_dict())
     return counts
+
+
+def _acked_prints(state: SyncState, keys: pd.Series) -> pd.Series:
+    """key -> acknowledged print, of these keys only."""
+    return state.load(keys=keys.drop_duplicates().tolist()).set_index("key")["fingerprint"]
 
 
 def rejected_csv(rejected: list[dict[str, Any]]) -> str:

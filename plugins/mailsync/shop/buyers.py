@@ -53,5 +53,5 @@ def load_buyers(
     acked = SyncState(state)
     upserts, _, counts = sync.diff(buyers, acked.load(buckets), acked)
     no_removals = pd.DataFrame({"key": pd.Series(dtype="string"), "bucket": pd.Series(dtype="int64")})
-    loaded = sync.load_members(hook, mapping, state, upserts, no_removals, run_id=run_id, out=out)
+    loaded = sync.load_members(hook, mapping, state, [upserts], no_removals, run_id=run_id, out=out)
     return loaded | {"unchanged": counts["unchanged"]}
