@@ -153,7 +153,7 @@ def test_gx_batches_give_the_same_quarantine_as_one_call(area, monkeypatch):
         lifetime_value=["-1" if i % 37 == 0 else "5" for i in range(100)],
     )
     once = _run(m, raw, area, chunk=30)
-    monkeypatch.setattr(gate_module, "GX_BATCH_ROWS", 25)  # a GX call after each chunk
+    monkeypatch.setattr(gate_module, "GX_BATCH_ROWS", 25)  # a GX call before each chunk but the first
     batched = _run(m, raw, area, chunk=30)
     pd.testing.assert_frame_equal(once[0], batched[0])
     assert once[1:] == batched[1:]

@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 # A GX validate costs ~0.2 s for a dozen expectations (building the metric graph and result
 # objects) at 100k rows and ~0.5 s at 1M: the outcomes of up to this many rows go to GX in one
-# call (held until then: a byte per rule and 8 for the row number, ~20 MB for 1M rows).
-GX_BATCH_ROWS = 1_000_000
+# call (held until then: a byte per rule and 8 for the row number, ~10 MB for 500k rows). GX's
+# own frames add to the task's peak what they hold: over 1M rows ~45 MiB, over 500k ~10 MiB
+# (issue 22), so a 1M extract takes two calls. A call runs before the next chunk is prepared,
+# never on top of a chunk's frames.
+GX_BATCH_ROWS = 500_000
 
 
 class QualityGateFailed(Exception):
@@ -200,6 +203,7 @@ class QualityGate:
         self._dataset = _DatasetCounts()
         self._parts = area / "quarantine-parts"
         self._parts.clear()
+        self._part_columns: dict[str, None] = {}  # every part's columns, in the order they came
         self._pending: list[pd.DataFrame] = []  # rule outcomes GX has not validated yet
         self._schema_checked = False
 
@@ -244,6 +248,8 @@ class QualityGate:
             self.check_schema(list(raw.columns))
         if self.summary.failures:
             self.finish()  # writes the report, then raises
+        if sum(len(o) for o in self._pending) >= GX_BATCH_ROWS:
+            self._validate_outcomes()  # before this chunk is read: GX's peak is not added to a chunk's
         prepared = engine.prepare(self.mapping, self.source_name, raw, row_offset=row_offset)
         self.summary.rows_in += len(prepared)
         bad = np.zeros(len(prepared), dtype=bool)
@@ -254,8 +260,6 @@ class QualityGate:
                 reasons = self._reasons(outcomes, bad)
                 self._quarantine(raw.reset_index(drop=True)[bad], prepared[engine.ROW][bad], reasons)
             self._pending.append(outcomes)
-            if sum(len(o) for o in self._pending) >= GX_BATCH_ROWS:
-                self._validate_outcomes()
         good = prepared[~bad].reset_index(drop=True)
         self.summary.rows_good += len(good)
         self.summary.rows_quarantined += int(bad.sum())
@@ -274,7 +278,7 @@ class QualityGate:
                 "line": [b.text for b in lines],
             }
         ).astype({"reason": "string", "line": "string"})
-        self._parts.write_parquet(f"part-{len(self._parts.names()):05d}.parquet", frame)
+        self._write_part(frame)
         self.summary.rows_in += len(lines)
         self.summary.rows_quarantined += len(lines)
         check = self._row_checks.setdefault(
@@ -370,8 +374,11 @@ class QualityGate:
         out = raw_bad.astype("string").copy()
         out.insert(0, "reason", reasons)
         out.insert(0, "row", rows.to_numpy())
-        part = f"part-{len(self._parts.names()):05d}.parquet"
-        self._parts.write_parquet(part, out)
+        self._write_part(out)
+
+    def _write_part(self, frame: pd.DataFrame) -> None:
+        self._parts.write_parquet(f"part-{len(self._parts.names()):05d}.parquet", frame)
+        self._part_columns.update(dict.fromkeys(frame.columns))
 
     def finish(self) -> GateSummary:
         """Run the dataset-level checks, write report and quarantine; raise if the run must stop."""
@@ -458,12 +465,16 @@ class QualityGate:
 
     def _write_quarantine(self):
         """One CSV for people, written by `csv_for_people` like every such file: formulas are
-        defused in every cell whatever the delimiter, control characters never appear raw."""
-        frames = list(self._parts.iter_parquet())
-        columns = list(dict.fromkeys(c for f in frames for c in f.columns)) or ["row", "reason"]
-        parts = [csv_for_people(pd.DataFrame(columns=columns).astype("string"))]
-        parts += [csv_for_people(f.reindex(columns=columns), header=False) for f in frames]
-        path = self.area.write_text("quarantine.csv", "".join(parts))
+        defused in every cell whatever the delimiter, control characters never appear raw. A
+        part at a time, so the file is never in memory whole."""
+        columns = list(self._part_columns) or ["row", "reason"]
+
+        def write(f) -> None:
+            f.write(csv_for_people(pd.DataFrame(columns=columns).astype("string")).encode("utf-8"))
+            for frame in self._parts.iter_parquet():
+                f.write(csv_for_people(frame.reindex(columns=columns), header=False).encode("utf-8"))
+
+        path = self.area.write_stream("quarantine.csv", write)
         self._parts.clear()
         return path
 
