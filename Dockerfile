@@ -12,5 +12,7 @@ COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
 COPY --chown=airflow:root include /opt/airflow/include
 COPY --chown=airflow:root sandbox /opt/mailsync/sandbox
+# ARROW_DEFAULT_MEMORY_POOL: the system allocator keeps less resident (devtools/airflow_env.py)
 ENV MAILSYNC_INCLUDE_DIR=/opt/airflow/include \
-    PYTHONPATH=/opt/mailsync
+    PYTHONPATH=/opt/mailsync \
+    ARROW_DEFAULT_MEMORY_POOL=system

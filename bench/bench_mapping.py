@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import sqlite3
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.common import ROOT, write_result
+from devtools.airflow_env import TASK_ENV
 from mailsync.settings import CHUNK_ROWS
 
 COLUMNS = (
@@ -72,8 +74,6 @@ def chunks(db: Path, size: int, limit: int | None = None):
 
 def pipeline(db: Path, rows: int, chunk: int) -> dict:
     """Quality gate + transform over the whole store, chunk by chunk (runs in a subprocess)."""
-    import os
-
     os.environ.setdefault("MAILSYNC_STAGING_URL", Path(tempfile.mkdtemp()).as_uri())
     from airflow.sdk import ObjectStoragePath
 
@@ -194,6 +194,7 @@ def main() -> None:
                 ],
                 check=True,
                 cwd=ROOT,
+                env={**os.environ, **TASK_ENV},  # as the tasks run
                 capture_output=True,
                 text=True,
             )
