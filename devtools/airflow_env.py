@@ -55,9 +55,10 @@ AUTH_MANAGERS = {
 
 
 # What every task process runs with, beyond Airflow's settings: Arrow's allocator is the system
-# malloc, not the wheel's default mimalloc, which kept ~40-60 MiB more resident per process for
-# the same work (issue 22: the quality gate over 100k rows 470 -> 430 MiB, over 1M 590 -> 561 MiB;
-# transform + validate of 1M rows 674 -> 647 MiB). The same in the Dockerfile.
+# malloc, not the wheel's default mimalloc, which kept 30-55 MiB more resident for the same work
+# (issue 22, alternating runs: the quality gate over 100k rows 468-477 -> 430-431 MiB peak;
+# bench_mapping's transform + validate of 100k rows 566-581 -> 525-528 MiB, of 1M rows 673-675 ->
+# 641-650 MiB; no steady difference in time). The same in the Dockerfile.
 TASK_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
