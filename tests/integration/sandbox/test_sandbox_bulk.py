@@ -86,8 +86,8 @@ def test_export_start_status_and_file(fresh_sandbox, crm):
     assert rows[7]["email"] == sample["email"] and rows[7]["lastmodifieddate"] == sample["lastmodifieddate"]
 
 
-def test_export_headers_are_labels_without_names_and_filters_narrow_it(crm, sandbox):
-    contact = sandbox.crm_contacts()[3]
+def test_export_headers_are_labels_without_names_and_filters_narrow_it(crm, fresh_sandbox):
+    contact = fresh_sandbox.crm_contacts()[3]
     body = export_body(
         exportInternalValuesOptions=None,
         publicCrmSearchRequest={
@@ -148,7 +148,7 @@ def test_export_errors_for_lists_and_unknown_tasks(crm):
     assert bad.status_code == 400 and bad.json()["errors"][0]["subCategory"] == "INVALID_ID"
 
 
-def test_export_auth_and_signed_links(sandbox, crm):
+def test_export_auth_and_signed_links(fresh_sandbox, crm):
     anonymous = requests.post(crm.base + EXPORTS, json=export_body(), timeout=10)
     assert anonymous.status_code == 401 and anonymous.json()["category"] == "INVALID_AUTHENTICATION"
     export_id, status = finish_export(crm)
@@ -159,7 +159,7 @@ def test_export_auth_and_signed_links(sandbox, crm):
     other = url.replace(f"/hubspot-exports/{export_id}/", "/hubspot-exports/1/")
     assert requests.get(other, timeout=10).status_code == 401  # the signature covers the path
     path = urlsplit(url).path
-    stale = crm.base + sign(sandbox.info["credentials"]["crm_token"], path, -1)
+    stale = crm.base + sign(fresh_sandbox.info["credentials"]["crm_token"], path, -1)
     expired = requests.get(stale, timeout=10)
     assert expired.status_code == 403 and b"Request has expired" in expired.content
 

@@ -40,7 +40,7 @@ def test_auth_failure_shape(crm):
         uuid.UUID(body["correlationId"])
 
 
-def test_list_paging_properties_and_rate_headers(sandbox, crm):
+def test_list_paging_properties_and_rate_headers(fresh_sandbox, crm):
     ids, url, remaining = [], f"{CONTACTS}?limit=100&properties=email,city", []
     while url:
         response = crm.get(url)
@@ -60,20 +60,20 @@ def test_list_paging_properties_and_rate_headers(sandbox, crm):
             assert contact["archived"] is False and contact["id"] == contact["properties"]["hs_object_id"]
         ids += [c["id"] for c in body["results"]]
         url = body.get("paging", {}).get("next", {}).get("link")
-    live = [c["id"] for c in sandbox.crm_contacts()]
+    live = [c["id"] for c in fresh_sandbox.crm_contacts()]
     assert ids == live and len(set(ids)) == len(ids)  # ordered by id, none missed or repeated
     assert remaining == sorted(remaining, reverse=True)
     assert crm.get(CONTACTS, params={"limit": 101}).status_code == 400
     archived = crm.get(CONTACTS, params={"archived": "true", "limit": 100}).json()["results"]
-    assert {c["id"] for c in archived} == {c["id"] for c in sandbox.crm_contacts(archived=True)}
+    assert {c["id"] for c in archived} == {c["id"] for c in fresh_sandbox.crm_contacts(archived=True)}
     assert all(c["archived"] and c["archivedAt"] for c in archived)
     assert crm.get(f"{CONTACTS}/999999").json()["category"] == "OBJECT_NOT_FOUND"
 
 
-def test_search_by_lastmodifieddate_and_email(sandbox, crm):
+def test_search_by_lastmodifieddate_and_email(fresh_sandbox, crm):
     in_window = [
         c
-        for c in sandbox.crm_contacts()
+        for c in fresh_sandbox.crm_contacts()
         if parse_instant(c["properties"]["lastmodifieddate"]) >= WINDOW_START_MS
     ]
     assert 0.05 * 1000 < len(in_window) < 0.25 * 1000  # ~2% a day over 7 days
@@ -92,7 +92,9 @@ def test_search_by_lastmodifieddate_and_email(sandbox, crm):
         assert stamps == sorted(stamps)
         assert {r["id"] for r in results} == {c["id"] for c in in_window}
     contact = next(
-        c for c in sandbox.crm_contacts() if c["properties"]["email"] == c["properties"]["email"].strip()
+        c
+        for c in fresh_sandbox.crm_contacts()
+        if c["properties"]["email"] == c["properties"]["email"].strip()
     )
     body = {
         "filterGroups": [
@@ -119,8 +121,8 @@ def test_search_limits(crm):
     assert crm.post(f"{CONTACTS}/search", json=unknown).status_code == 400
 
 
-def test_batch_read(sandbox, crm):
-    contacts = sandbox.crm_contacts()[:3]
+def test_batch_read(fresh_sandbox, crm):
+    contacts = fresh_sandbox.crm_contacts()[:3]
     ids = [c["id"] for c in contacts]
     ok = crm.post(f"{CONTACTS}/batch/read", json={"inputs": [{"id": i} for i in ids], "properties": ["city"]})
     assert ok.status_code == 200 and ok.json()["status"] == "COMPLETE"

@@ -63,7 +63,7 @@ def test_ping_list_and_merge_fields(esp, list_path):
     assert esp.get("/lists/nope").status_code == 404
 
 
-def test_members_paging_returns_every_member_once(sandbox, esp, list_path):
+def test_members_paging_returns_every_member_once(fresh_sandbox, esp, list_path):
     seen, offset, total = [], 0, None
     while True:
         page = esp.get(f"{list_path}/members", params={"count": 97, "offset": offset}).json()
@@ -72,14 +72,14 @@ def test_members_paging_returns_every_member_once(sandbox, esp, list_path):
         if not page["members"]:
             break
         offset += 97
-    expected = [m["id"] for m in sandbox.esp_members()]
+    expected = [m["id"] for m in fresh_sandbox.esp_members()]
     assert len(seen) == len(set(seen)) == total == len(expected)
     assert set(seen) == set(expected)
     assert esp.get(f"{list_path}/members", params={"count": 1001}).status_code == 400
 
 
-def test_member_filters(sandbox, esp, list_path):
-    members = sandbox.esp_members()
+def test_member_filters(fresh_sandbox, esp, list_path):
+    members = fresh_sandbox.esp_members()
     page = esp.get(f"{list_path}/members", params={"status": "unsubscribed", "count": 1000}).json()
     assert page["total_items"] == sum(m["status"] == "unsubscribed" for m in members) > 0
     assert {m["status"] for m in page["members"]} == {"unsubscribed"}
@@ -239,15 +239,15 @@ def test_single_member_endpoints_and_forgotten_contacts(fresh_sandbox, esp, list
     assert response.status_code == 400 and response.json()["title"] == "Member In Compliance State"
 
 
-def test_campaigns_and_email_activity_paging(sandbox, esp):
+def test_campaigns_and_email_activity_paging(fresh_sandbox, esp):
     campaigns = esp.get("/campaigns", params={"count": 1000}).json()
-    assert campaigns["total_items"] == len(sandbox.esp_campaigns()) >= 2
+    assert campaigns["total_items"] == len(fresh_sandbox.esp_campaigns()) >= 2
     campaign = campaigns["campaigns"][0]
     assert campaign["type"] == "regular" and campaign["status"] == "sent" and campaign["emails_sent"] > 0
     assert {"subject_line", "title"} <= set(campaign["settings"]) and campaign["recipients"]["list_id"]
     later = esp.get("/campaigns", params={"since_send_time": campaigns["campaigns"][1]["send_time"]}).json()
     assert later["total_items"] == campaigns["total_items"] - 1
-    events = sandbox.esp_activity(campaign["id"])
+    events = fresh_sandbox.esp_activity(campaign["id"])
     path = f"/reports/{campaign['id']}/email-activity"
     seen, offset = [], 0
     while page := esp.get(path, params={"count": 37, "offset": offset}).json()["emails"]:

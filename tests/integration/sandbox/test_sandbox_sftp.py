@@ -61,8 +61,8 @@ def test_wrong_host_key_and_wrong_password_are_refused(sandbox):
         pass
 
 
-def test_loyalty_file_format_and_marker(sandbox):
-    with sftp_session(sandbox) as sftp:
+def test_loyalty_file_format_and_marker(fresh_sandbox):
+    with sftp_session(fresh_sandbox) as sftp:
         data = read_file(sftp, "/loyalty/2026-11-19/loyalty_tiers.csv")
         marker = read_file(sftp, "/loyalty/2026-11-19/loyalty_tiers.csv.done").decode()
         previous = read_file(sftp, "/loyalty/2026-11-18/loyalty_tiers.csv")
@@ -74,7 +74,7 @@ def test_loyalty_file_format_and_marker(sandbox):
     assert all(len(r) == 5 for r in rows) and {r[1] for r in rows} <= set("BSGP")
     assert all(r[0][0] == "C" and len(r[0]) == 8 and r[3][2] == "." and r[3][5] == "." for r in rows)
     assert any(not r[4].isascii() for r in rows)  # accents survive in cp1252
-    customers = {c["properties"]["customer_id"] for c in sandbox.crm_contacts()} - {None}
+    customers = {c["properties"]["customer_id"] for c in fresh_sandbox.crm_contacts()} - {None}
     assert 0.3 < len({r[0] for r in rows} & customers) / len(customers) < 0.5  # ~40% of customers
     before = {r[0]: r[1] for r in (line.split(";") for line in previous.decode("cp1252").split("\r\n")[1:-1])}
     changed = sum(before[r[0]] != r[1] for r in rows)

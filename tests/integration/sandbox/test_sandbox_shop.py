@@ -27,10 +27,10 @@ def test_auth_failure(shop):
     }
 
 
-def test_link_paging_returns_every_order_once(sandbox, shop):
+def test_link_paging_returns_every_order_once(fresh_sandbox, shop):
     orders, links = follow(shop, "/orders.json", {"status": "any", "limit": 7})
     ids = [o["id"] for o in orders]
-    assert ids == sorted(ids) == [o["id"] for o in sandbox.shop_orders()]
+    assert ids == sorted(ids) == [o["id"] for o in fresh_sandbox.shop_orders()]
     assert shop.get("/orders/count.json", params={"status": "any"}).json()["count"] == len(ids)
     assert 'rel="next"' in links[0] and 'rel="previous"' not in links[0]
     assert 'rel="previous"' in links[1] and 'rel="next"' not in links[-1]
@@ -40,8 +40,8 @@ def test_link_paging_returns_every_order_once(sandbox, shop):
     assert [o["id"] for o in back] == ids[:7]
 
 
-def test_default_status_is_open(sandbox, shop):
-    every = sandbox.shop_orders()
+def test_default_status_is_open(fresh_sandbox, shop):
+    every = fresh_sandbox.shop_orders()
     open_orders, _ = follow(shop, "/orders.json", {"limit": 250})
     expected = [o["id"] for o in every if o["cancelled_at"] is None and o["closed_at"] is None]
     assert [o["id"] for o in open_orders] == expected and 0 < len(expected) < len(every)
@@ -57,7 +57,7 @@ def test_page_info_rules(shop):
     assert shop.get("/orders.json", params={"page_info": "garbage", "limit": 5}).status_code == 400
 
 
-def test_updated_at_filter_fields_and_single_order(sandbox, shop):
+def test_updated_at_filter_fields_and_single_order(fresh_sandbox, shop):
     since = "2026-11-17T00:00:00+01:00"
     orders, _ = follow(
         shop,
@@ -65,7 +65,7 @@ def test_updated_at_filter_fields_and_single_order(sandbox, shop):
         {"status": "any", "updated_at_min": since, "limit": 250, "fields": "id,updated_at,total_price"},
     )
     expected = [
-        o["id"] for o in sandbox.shop_orders() if parse_instant(o["updated_at"]) >= parse_instant(since)
+        o["id"] for o in fresh_sandbox.shop_orders() if parse_instant(o["updated_at"]) >= parse_instant(since)
     ]
     assert [o["id"] for o in orders] == expected and expected
     assert set(orders[0]) == {"id", "updated_at", "total_price"}
