@@ -30,8 +30,7 @@ def diff(run: Run, state_name: str, transformed: dict[str, Any]) -> dict[str, An
     out = run.area / "diff" / f"partition={partition:03d}"
     out.clear()  # an earlier try's buckets
     state = SyncState(state_name)
-    removed, acked, audience, mirror_remove = [], 0, 0, 0
-    counts = Counter(dict.fromkeys(("desired", "new", "changed", "unchanged", "to_remove", "reprinted"), 0))
+    removed, counts, acked, audience, mirror_remove = [], Counter(), 0, 0, 0  # a partition has a bucket
     for bucket in buckets:
         desired = (run.area / "desired").read_parquet(f"bucket={bucket:02d}.parquet")
         known = state.load([bucket])

@@ -207,17 +207,11 @@ def load_members(
 
     rejected: list[dict[str, Any]] = []
     for result in hook.upsert_members(pending_payloads(), concurrency=concurrency):
-        answered = [(a, meta.pop(a["key"], None)) for a in result.accepted]
-        acks = [
-            {"key": a["key"], "fingerprint": m[0], "bucket": m[1], "status": a["status"]}
-            for a, m in answered
-            if m is not None
-        ]
-        state.acknowledge(acks, run_id)
+        acknowledge(state, result.accepted, meta, run_id)
+        for answered in (*result.accepted, *result.rejected):
+            meta.pop(answered["key"], None)
         counts["created"] += sum(1 for a in result.accepted if a.get("created"))
         counts["updated"] += sum(1 for a in result.accepted if not a.get("created"))
-        for r in result.rejected:
-            meta.pop(r["key"], None)
         rejected.extend(result.rejected)
     if counts["resumed_skip"]:
         log.info(
